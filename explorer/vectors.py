@@ -1,0 +1,487 @@
+"""Emotion vectors: the paper's recipe, calibration, and one portable object to hold them.
+
+Recipe (Sofroniew et al. 2026, adapted to short stories):
+1. each story's residual stream is averaged over its tokens from ``offset`` on, at every layer;
+2. an emotion's vector is the mean over its stories minus the mean over all emotions;
+3. the top principal components of neutral dialogues' token activations that together explain
+   ``denoise_variance`` of their variance are projected out (token-level noise, not emotion);
+4. each vector is scaled to unit length.
+Calibration is stored with the vectors: the mean and standard deviation of each vector's read-out
+over neutral tokens (for z-scores) and each layer's mean residual norm (for steering strength).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
+
+from . import __version__, cache
+from .activations import Moments, text_means, token_moments
+from .corpus import Corpus, Story, load_corpus
+from .errors import ExplorerError
+from .models import Model
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DIR = Path(__file__).parent / "data" / "vectors"
+FORMAT = "emotion-vectors/1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The knobs of the recipe; stored in every vector file.
+
+    Attributes:
+        offset: tokens skipped at the start of each text before averaging. The paper skips 50 of
+            long stories so the emotion has become apparent; our stories are 60-150 words, so 10.
+            Raise it for long stories of your own.
+        denoise_variance: fraction of the neutral dialogues' variance whose top principal
+            components are projected out. 0 switches denoising off (the paper: findings hold).
+    """
+
+    offset: int = 10
+    denoise_variance: float = 0.5
+
+
+@dataclass
+class Extraction:
+    """What the forward passes produce; everything else is linear algebra on it."""
+
+    story_means: torch.Tensor  # (stories, layers, width), float64
+    labels: list[str]
+    topics: list[int | None]
+    neutral_mean: torch.Tensor  # (layers, width)
+    neutral_covariance: torch.Tensor  # (layers, width, width)
+    neutral_norm: torch.Tensor  # (layers,) mean residual norm over neutral tokens
+    neutral_tokens: int
+
+    @property
+    def emotions(self) -> list[str]:
+        return list(dict.fromkeys(self.labels))
+
+
+@dataclass(frozen=True)
+class EmotionVector:
+    """One direction per layer. Combine like numbers: ``v["desperate"] - v["calm"]``, ``0.5 * v``."""
+
+    name: str
+    directions: torch.Tensor  # (layers, width)
+    residual_norm: torch.Tensor | None = field(default=None, repr=False)  # (layers,), for steering
+
+    def at(self, layer: int) -> torch.Tensor:
+        return self.directions[layer]
+
+    def unit(self) -> EmotionVector:
+        norms = self.directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return EmotionVector(f"unit({self.name})", self.directions / norms, self.residual_norm)
+
+    def _combine(self, other: EmotionVector, sign: float, symbol: str) -> EmotionVector:
+        if not isinstance(other, EmotionVector):
+            return NotImplemented
+        if other.directions.shape != self.directions.shape:
+            raise ExplorerError(
+                f"cannot combine '{self.name}' {tuple(self.directions.shape)} with "
+                f"'{other.name}' {tuple(other.directions.shape)}: they come from different models"
+            )
+        return EmotionVector(
+            f"{self.name} {symbol} {other.name}", self.directions + sign * other.directions, self.residual_norm
+        )
+
+    def __add__(self, other: EmotionVector) -> EmotionVector:
+        return self._combine(other, 1.0, "+")
+
+    def __sub__(self, other: EmotionVector) -> EmotionVector:
+        return self._combine(other, -1.0, "-")
+
+    def __mul__(self, factor: float) -> EmotionVector:
+        return EmotionVector(f"{factor:g}*{self.name}", self.directions * float(factor), self.residual_norm)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: float) -> EmotionVector:
+        return self * (1.0 / float(divisor))
+
+    def __neg__(self) -> EmotionVector:
+        return EmotionVector(f"-{self.name}", -self.directions, self.residual_norm)
+
+
+class EmotionVectors:
+    """All emotions' unit vectors at every layer of one model, with their calibration.
+
+    ``vectors["desperate"]`` is an :class:`EmotionVector`; ``vectors.at(layer)`` the
+    (emotions, width) matrix at one layer; ``vectors.readout(hidden, layer)`` projects
+    residual streams onto every emotion, raw or as z-scores against neutral text.
+    """
+
+    def __init__(
+        self,
+        directions: torch.Tensor,
+        emotions: Sequence[str],
+        neutral_mean: torch.Tensor,
+        neutral_std: torch.Tensor,
+        residual_norm: torch.Tensor,
+        grand_mean: torch.Tensor,
+        metadata: dict,
+    ):
+        self.directions = directions.float()  # (layers, emotions, width)
+        self.emotions = list(emotions)
+        self.neutral_mean = neutral_mean.float()  # (layers, emotions)
+        self.neutral_std = neutral_std.float()  # (layers, emotions)
+        self.residual_norm = residual_norm.float()  # (layers,)
+        self.grand_mean = grand_mean.float()  # (layers, width): mean over all emotions' stories
+        self.metadata = dict(metadata)
+
+    # --- shape and access -------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return self.directions.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.directions.shape[2]
+
+    @property
+    def model_name(self) -> str:
+        return self.metadata.get("model", "?")
+
+    def __len__(self) -> int:
+        return len(self.emotions)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.emotions)
+
+    def __contains__(self, emotion: object) -> bool:
+        return emotion in self.emotions
+
+    def index(self, emotion: str) -> int:
+        if emotion not in self.emotions:
+            raise ExplorerError(f"no vector for emotion '{emotion}'; these vectors have: {', '.join(self.emotions)}")
+        return self.emotions.index(emotion)
+
+    def __getitem__(self, emotion: str) -> EmotionVector:
+        return EmotionVector(emotion, self.directions[:, self.index(emotion)], self.residual_norm)
+
+    def at(self, layer: int) -> torch.Tensor:
+        if not 0 <= layer < self.n_layers:
+            raise ExplorerError(f"layer {layer} does not exist: these vectors have layers 0 … {self.n_layers - 1}")
+        return self.directions[layer]
+
+    def select(self, emotions: Sequence[str]) -> EmotionVectors:
+        idx = [self.index(e) for e in emotions]
+        return EmotionVectors(
+            self.directions[:, idx],
+            emotions,
+            self.neutral_mean[:, idx],
+            self.neutral_std[:, idx],
+            self.residual_norm,
+            self.grand_mean,
+            self.metadata,
+        )
+
+    def __repr__(self) -> str:
+        return f"EmotionVectors({self.model_name!r}, {len(self)} emotions, {self.n_layers} layers, width {self.width})"
+
+    # --- read-outs -------------------------------------------------------------------
+    def readout(self, hidden: torch.Tensor, layer: int, z: bool = True) -> torch.Tensor:
+        """Project residual streams ``hidden[..., width]`` on every emotion at ``layer``.
+
+        Raw read-outs are dot products with the unit vectors; z-scores subtract the mean and
+        divide by the standard deviation of the same read-out over neutral dialogue tokens.
+        """
+        raw = hidden.float() @ self.at(layer).T
+        if not z:
+            return raw
+        return (raw - self.neutral_mean[layer]) / self.neutral_std[layer]
+
+    def cosine_matrix(self, layer: int) -> pd.DataFrame:
+        m = self.at(layer)
+        m = m / m.norm(dim=-1, keepdim=True)
+        return pd.DataFrame((m @ m.T).numpy(), index=self.emotions, columns=self.emotions)
+
+    def pca(self, layer: int, components: int = 2) -> tuple[pd.DataFrame, np.ndarray]:
+        """Principal components of the emotion vectors at ``layer``: scores per emotion and the
+        fraction of variance each component explains."""
+        scores, explained = pca_scores(self.at(layer).double().numpy(), components)
+        columns = [f"pc{i + 1}" for i in range(components)]
+        return pd.DataFrame(scores, index=self.emotions, columns=columns), explained
+
+    # --- compatibility -----------------------------------------------------------------
+    def check_model(self, model: Model) -> None:
+        """Refuse vectors built for another model (wrong width, depth or weights)."""
+        meta = self.metadata
+        mismatch = (self.width, self.n_layers) != (model.width, model.n_layers) or (
+            meta.get("model_sha256") and model.sha256 and meta["model_sha256"] != model.sha256
+        )
+        if mismatch:
+            raise ExplorerError(
+                f"these vectors were built for '{meta.get('model')}' (width {self.width}, "
+                f"{self.n_layers} layers) but the model is '{model.name}' (width {model.width}, "
+                f"{model.n_layers} layers); build its own with `explorer vectors build --model {model.name}`"
+            )
+
+    # --- files -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write one safetensors file whose header carries the JSON metadata (never pickle)."""
+        path = Path(path)
+        tensors = {
+            "directions": self.directions.contiguous(),
+            "neutral_mean": self.neutral_mean.contiguous(),
+            "neutral_std": self.neutral_std.contiguous(),
+            "residual_norm": self.residual_norm.contiguous(),
+            "grand_mean": self.grand_mean.contiguous(),
+        }
+        meta = {**self.metadata, "format": FORMAT, "emotions": self.emotions}
+        cache.write_file_atomic(path, save_bytes(tensors, metadata={"explorer": json.dumps(meta)}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> EmotionVectors:
+        path = Path(path)
+        if not path.is_file():
+            raise ExplorerError(f"{path}: no such vector file; build one with `explorer vectors build`")
+        try:
+            with safe_open(str(path), "pt") as handle:
+                header = handle.metadata() or {}
+            tensors = load_file(str(path))
+            meta = json.loads(header["explorer"])
+        except (SafetensorError, KeyError, ValueError, OSError) as exc:
+            raise ExplorerError(
+                f"{path}: not an emotion-vector file ({type(exc).__name__}); rebuild it with `explorer vectors build`"
+            ) from None
+        if meta.get("format") != FORMAT:
+            raise ExplorerError(f"{path}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+        return cls(
+            tensors["directions"],
+            meta["emotions"],
+            tensors["neutral_mean"],
+            tensors["neutral_std"],
+            tensors["residual_norm"],
+            tensors["grand_mean"],
+            meta,
+        )
+
+
+def pca_scores(matrix: np.ndarray, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the rows of ``matrix`` on its top principal components (sign fixed so each
+    component's largest loading is positive, making results reproducible) and variance fractions."""
+    centred = matrix - matrix.mean(0, keepdims=True)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
+    scores = (u * s) * signs
+    explained = s**2 / (s**2).sum()
+    return scores[:, :components], explained[:components]
+
+
+# --- the recipe ------------------------------------------------------------------------
+def denoising_basis(covariance: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Top principal directions (width, k) that together explain ``fraction`` of the variance."""
+    if fraction <= 0:
+        return covariance.new_zeros(covariance.shape[0], 0)
+    values, vectors = torch.linalg.eigh(covariance)
+    values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
+    cumulative = values.cumsum(0) / values.sum()
+    k = int(torch.searchsorted(cumulative, torch.tensor(fraction, dtype=cumulative.dtype)).item()) + 1
+    return vectors[:, :k]
+
+
+def emotion_directions(
+    story_means: torch.Tensor, labels: Sequence[str], emotions: Sequence[str], bases: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 2-4 of the recipe. Returns unit directions (layers, emotions, width) and the grand
+    mean (layers, width) that was subtracted."""
+    labels = np.asarray(labels)
+    per_emotion = torch.stack([story_means[torch.from_numpy(labels == e)].mean(0) for e in emotions], 1)
+    grand = per_emotion.mean(1)  # mean over emotions, so an emotion with more stories weighs no more
+    raw = per_emotion - grand[:, None, :]
+    for layer, basis in enumerate(bases):
+        raw[layer] -= (raw[layer] @ basis) @ basis.T
+    return raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-12), grand
+
+
+def _model_key(model: Model) -> str:
+    return f"{model.name.replace('/', '--')}-{(model.sha256 or 'local')[:16]}"
+
+
+def _extraction_cache_path(model: Model, corpus: Corpus, recipe: Recipe) -> Path:
+    return (
+        cache.cache_root()
+        / "extraction"
+        / f"{_model_key(model)}-{corpus.fingerprint()[:16]}-o{recipe.offset}.safetensors"
+    )
+
+
+def extract(model: Model, corpus: Corpus, recipe: Recipe, progress: bool = True) -> Extraction:
+    """Run every story and neutral dialogue through ``model`` (cached per model, corpus, offset)."""
+    path = _extraction_cache_path(model, corpus, recipe)
+    labels = [s.emotion for s in corpus.stories]
+    topics = [s.topic for s in corpus.stories]
+    if path.is_file():
+        try:
+            t = load_file(str(path))
+            return Extraction(
+                t["story_means"],
+                labels,
+                topics,
+                t["neutral_mean"],
+                t["neutral_covariance"],
+                t["neutral_norm"],
+                int(t["neutral_tokens"].item()),
+            )
+        except (SafetensorError, KeyError, OSError):
+            log.warning("extraction cache %s is damaged; recomputing it", path)
+    means = text_means(model, [s.text for s in corpus.stories], recipe.offset, progress=progress)
+    moments: Moments = token_moments(model, list(corpus.neutral), recipe.offset, progress=progress)
+    result = Extraction(means, labels, topics, moments.mean, moments.covariance, moments.mean_norm, moments.count)
+    tensors = {
+        "story_means": result.story_means.contiguous(),
+        "neutral_mean": result.neutral_mean.contiguous(),
+        "neutral_covariance": result.neutral_covariance.contiguous(),
+        "neutral_norm": result.neutral_norm.contiguous(),
+        "neutral_tokens": torch.tensor([result.neutral_tokens]),
+    }
+    cache.write_file_atomic(path, save_bytes(tensors))
+    return result
+
+
+def vectors_from_extraction(
+    extraction: Extraction, recipe: Recipe, metadata: dict, keep: np.ndarray | None = None
+) -> EmotionVectors:
+    """The recipe on already-extracted activations (``keep`` masks stories, for held-out tests)."""
+    labels = np.asarray(extraction.labels)
+    means = extraction.story_means
+    if keep is not None:
+        labels, means = labels[keep], means[torch.from_numpy(keep)]
+    emotions = list(dict.fromkeys(labels.tolist()))
+    bases = [denoising_basis(c, recipe.denoise_variance) for c in extraction.neutral_covariance]
+    directions, grand = emotion_directions(means, labels, emotions, bases)
+    neutral_mean = torch.einsum("lew,lw->le", directions, extraction.neutral_mean)
+    neutral_var = torch.einsum("lew,lwv,lev->le", directions, extraction.neutral_covariance, directions)
+    counts = {e: int((labels == e).sum()) for e in emotions}
+    meta = {
+        **metadata,
+        "recipe": asdict(recipe),
+        "denoise_components": [int(b.shape[1]) for b in bases],
+        "stories_per_emotion": counts,
+        "neutral_tokens": extraction.neutral_tokens,
+    }
+    return EmotionVectors(
+        directions,
+        emotions,
+        neutral_mean,
+        neutral_var.clamp_min(1e-12).sqrt(),
+        extraction.neutral_norm,
+        grand,
+        meta,
+    )
+
+
+def build_vectors(
+    model: Model,
+    stories: Sequence[Story] = (),
+    recipe: Recipe | None = None,
+    progress: bool = True,
+) -> EmotionVectors:
+    """Build emotion vectors for ``model`` from the shipped corpus plus your own ``stories``.
+
+    Args:
+        model: from :func:`explorer.load_model`.
+        stories: extra :class:`Story` objects (new emotions, or more stories for shipped ones);
+            see :func:`explorer.corpus.read_stories` for the JSONL file format.
+        recipe: offset and denoising; the defaults are the ones the shipped vectors use.
+        progress: show progress bars (one forward pass per story and neutral dialogue).
+    """
+    recipe = recipe or Recipe()
+    corpus = load_corpus()
+    extraction = extract(model, corpus, recipe, progress=progress)
+    if stories:
+        extra = text_means(model, [s.text for s in stories], recipe.offset, desc="your stories", progress=progress)
+        extraction = Extraction(
+            torch.cat([extraction.story_means, extra]),
+            extraction.labels + [s.emotion for s in stories],
+            extraction.topics + [s.topic for s in stories],
+            extraction.neutral_mean,
+            extraction.neutral_covariance,
+            extraction.neutral_norm,
+            extraction.neutral_tokens,
+        )
+        corpus = corpus.with_stories(list(stories))
+    metadata = {
+        "model": model.name,
+        "model_sha256": model.sha256,
+        "n_layers": model.n_layers,
+        "width": model.width,
+        "corpus_sha256": corpus.fingerprint(),
+        "created_by": f"emotion-vector-explorer {__version__}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return vectors_from_extraction(extraction, recipe, metadata)
+
+
+def shipped_path(model_name: str) -> Path:
+    return SHIPPED_DIR / f"{model_name.replace('/', '--')}.safetensors"
+
+
+def load_vectors(model: Model, path: str | Path | None = None, progress: bool = True) -> EmotionVectors:
+    """The emotion vectors for ``model``: from ``path``, else the file shipped for it, else the
+    user cache, else built now (a few minutes, with a progress bar) and cached."""
+    if path is not None:
+        vectors = EmotionVectors.load(path)
+    elif shipped_path(model.name).is_file():
+        vectors = EmotionVectors.load(shipped_path(model.name))
+    else:
+        cached = cache.cache_root() / "vectors" / f"{_model_key(model)}-{load_corpus().fingerprint()[:16]}.safetensors"
+        try:
+            vectors = EmotionVectors.load(cached)
+        except ExplorerError:
+            log.warning("building emotion vectors for %s (once; cached at %s)", model.name, cached)
+            vectors = build_vectors(model, progress=progress)
+            vectors.save(cached)
+    vectors.check_model(model)
+    return vectors
+
+
+def random_unit_directions(n: int, width: int, seed: int = 0) -> torch.Tensor:
+    """``n`` random unit vectors (the random-direction baseline), reproducible by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    d = torch.randn(n, width, generator=generator, dtype=torch.float64)
+    return d / d.norm(dim=-1, keepdim=True)
+
+
+def shuffled_labels(labels: Sequence[str], seed: int) -> list[str]:
+    """Story labels permuted at random: the "emotions" of the relabelled-stories null."""
+    shuffled = list(labels)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
+
+def score_texts(
+    model: Model, vectors: EmotionVectors, texts: Sequence[str], layer: int | None = None, progress: bool = True
+) -> pd.DataFrame:
+    """Each text's mean z-scored read-out per emotion over its tokens from the extraction offset,
+    at ``layer`` (default: the model's read-out layer) — the same reduction the vectors were built
+    with, so users can test them on their own labelled texts."""
+    from tqdm.auto import tqdm
+
+    from .activations import reduce_layers, tokenize
+
+    layer = model.check_layer(model.default_layer if layer is None else layer)
+    offset = int(vectors.metadata.get("recipe", {}).get("offset", Recipe().offset))
+    rows = []
+    for text in tqdm(texts, desc="texts", disable=not progress, leave=False):
+        ids = tokenize(model, text)
+        start = min(offset, ids.shape[1] - 1)
+        (mean,) = reduce_layers(model, ids, lambda h, s=start: h[s:].mean(0), layers=[layer])
+        rows.append(vectors.readout(mean, layer).numpy())
+    return pd.DataFrame(np.asarray(rows).reshape(len(texts), len(vectors)), columns=vectors.emotions)
