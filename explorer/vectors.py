@@ -134,6 +134,7 @@ class EmotionVectors:
         residual_norm: torch.Tensor,
         grand_mean: torch.Tensor,
         metadata: dict,
+        null_directions: torch.Tensor | None = None,
     ):
         self.directions = directions.float()  # (layers, emotions, width)
         self.emotions = list(emotions)
@@ -142,6 +143,8 @@ class EmotionVectors:
         self.residual_norm = residual_norm.float()  # (layers,)
         self.grand_mean = grand_mean.float()  # (layers, width): mean over all emotions' stories
         self.metadata = dict(metadata)
+        # (layers, n, width): the recipe on shuffled story labels; the stricter null for comparisons
+        self.null_directions = None if null_directions is None else null_directions.float()
 
     # --- shape and access -------------------------------------------------------------
     @property
@@ -188,6 +191,7 @@ class EmotionVectors:
             self.residual_norm,
             self.grand_mean,
             self.metadata,
+            null_directions=self.null_directions,
         )
 
     def __repr__(self) -> str:
@@ -242,6 +246,8 @@ class EmotionVectors:
             "residual_norm": self.residual_norm.contiguous(),
             "grand_mean": self.grand_mean.contiguous(),
         }
+        if self.null_directions is not None:
+            tensors["null_directions"] = self.null_directions.contiguous()
         meta = {**self.metadata, "format": FORMAT, "emotions": self.emotions}
         cache.write_file_atomic(path, save_bytes(tensors, metadata={"explorer": json.dumps(meta)}))
         return path
@@ -270,6 +276,7 @@ class EmotionVectors:
             tensors["residual_norm"],
             tensors["grand_mean"],
             meta,
+            null_directions=tensors.get("null_directions"),
         )
 
 
@@ -355,17 +362,19 @@ def extract(model: Model, corpus: Corpus, recipe: Recipe, progress: bool = True)
     return result
 
 
-def vectors_from_extraction(
-    extraction: Extraction, recipe: Recipe, metadata: dict, keep: np.ndarray | None = None
-) -> EmotionVectors:
-    """The recipe on already-extracted activations (``keep`` masks stories, for held-out tests)."""
+def vectors_from_extraction(extraction: Extraction, recipe: Recipe, metadata: dict) -> EmotionVectors:
+    """The recipe on already-extracted activations.
+
+    Also builds the relabelled-stories null: the same recipe on the same stories with their
+    emotion labels shuffled (seed 0), one "emotion" per real one. Those directions carry whatever
+    the recipe produces from story content alone, the stricter baseline for every comparison.
+    """
     labels = np.asarray(extraction.labels)
     means = extraction.story_means
-    if keep is not None:
-        labels, means = labels[keep], means[torch.from_numpy(keep)]
     emotions = list(dict.fromkeys(labels.tolist()))
     bases = [denoising_basis(c, recipe.denoise_variance) for c in extraction.neutral_covariance]
     directions, grand = emotion_directions(means, labels, emotions, bases)
+    null, _ = emotion_directions(means, shuffled_labels(labels.tolist(), seed=0), emotions, bases)
     neutral_mean = torch.einsum("lew,lw->le", directions, extraction.neutral_mean)
     neutral_var = torch.einsum("lew,lwv,lev->le", directions, extraction.neutral_covariance, directions)
     counts = {e: int((labels == e).sum()) for e in emotions}
@@ -384,6 +393,7 @@ def vectors_from_extraction(
         extraction.neutral_norm,
         grand,
         meta,
+        null_directions=null,
     )
 
 

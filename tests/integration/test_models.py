@@ -102,7 +102,9 @@ def test_unknown_name_lists_the_zoo():
 
 def test_missing_package_names_the_pip_command():
     ghost = replace(
-        ex.ZOO[ex.DEFAULT_MODEL], name="ghost", packages=("ghost-model-pkg",),
+        ex.ZOO[ex.DEFAULT_MODEL],
+        name="ghost",
+        packages=("ghost-model-pkg",),
         parts=(("ghost_model_pkg", "m.gguf"),),
     )
     assert not ghost.installed
@@ -125,9 +127,7 @@ def test_local_directory_loads_like_a_zoo_model(default_model):
 
 
 def test_cli_models_lists_the_zoo():
-    result = subprocess.run(
-        [sys.executable, "-m", "explorer", "models"], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-m", "explorer", "models"], capture_output=True, text=True, check=True)
     lines = result.stdout.strip().splitlines()
     assert lines[0].split()[:5] == ["name", "source", "installed", "layers", "width"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
@@ -138,7 +138,8 @@ def test_cli_models_lists_the_zoo():
 def test_cli_bad_input_is_one_line_and_exit_2():
     result = subprocess.run(
         [sys.executable, "-m", "explorer", "models", "--install", "nope"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: unknown model 'nope'")

@@ -32,7 +32,6 @@ def test_write_file_atomic_keeps_old_file_when_interrupted(tmp_path):
     target = tmp_path / "x.json"
     cache.write_file_atomic(target, b"old")
 
-
     try:
         cache.write_file_atomic(target, None)  # type: ignore[arg-type]  # fails mid-write
     except TypeError:

@@ -1,0 +1,205 @@
+"""Episodes: multi-turn transcripts, validated, and rendered with a span for every token.
+
+An episode file is JSON (or YAML) with ``id``, ``title``, ``description``, optional ``control``
+(the id of a matched episode) and ``messages``; each message has ``role`` (system, user,
+assistant, tool), ``content``, and optionally ``attempt`` (int >= 1) and ``outcome`` (fail|pass).
+
+Rendering goes through the model's own chat template when it has one. Tool turns are passed to
+the template with role ``tool``: Qwen2.5's template wraps them in a user turn inside
+``<tool_response>`` tags; SmolLM2's writes them as a turn of their own headed ``tool``. Base models
+without a template get a plain transcript with ``System:``, ``User:``, ``Assistant:`` and
+``Tool:`` speaker labels. Every token is attributed to exactly one message: template tokens that
+open a turn belong to the message they open.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import ExplorerError
+
+EPISODES_DIR = Path(__file__).parent / "data" / "episodes"
+ROLES = ("system", "user", "assistant", "tool")
+OUTCOMES = ("fail", "pass")
+EPISODE_KEYS = {"id", "title", "description", "control", "messages"}
+MESSAGE_KEYS = {"role", "content", "attempt", "outcome"}
+PLAIN_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+    attempt: int | None = None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class Episode:
+    id: str
+    title: str
+    description: str
+    messages: tuple[Message, ...]
+    control: str | None = None
+    source: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "title": self.title, "description": self.description}
+        if self.control:
+            data["control"] = self.control
+        data["messages"] = [{k: v for k, v in vars(m).items() if v is not None} for m in self.messages]
+        return data
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+
+    @property
+    def attempts(self) -> list[int]:
+        return sorted({m.attempt for m in self.messages if m.attempt is not None})
+
+
+def parse_episode(data: Any, source: str = "<episode>") -> Episode:
+    """Validate a decoded episode; every problem names ``source``, the message index and field."""
+    if not isinstance(data, dict):
+        raise ExplorerError(f"{source}: an episode must be an object with 'id', 'title' and 'messages'")
+    unknown = sorted(set(data) - EPISODE_KEYS)
+    if unknown:
+        raise ExplorerError(f"{source}: unknown field '{unknown[0]}'; allowed: {', '.join(sorted(EPISODE_KEYS))}")
+    for key in ("id", "messages"):
+        if key not in data:
+            raise ExplorerError(f"{source}: field '{key}' is missing")
+    for key in ("id", "title", "description", "control"):
+        if key in data and (not isinstance(data[key], str) or (key in ("id", "control") and not data[key].strip())):
+            raise ExplorerError(f"{source}: field '{key}' must be a non-empty string")
+    raw_messages = data["messages"]
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise ExplorerError(f"{source}: field 'messages' must be a non-empty list")
+    messages = []
+    for i, m in enumerate(raw_messages):
+        where = f"{source}: message {i}"
+        if not isinstance(m, dict):
+            raise ExplorerError(f"{where}: must be an object with 'role' and 'content'")
+        unknown = sorted(set(m) - MESSAGE_KEYS)
+        if unknown:
+            raise ExplorerError(f"{where}: unknown field '{unknown[0]}'; allowed: role, content, attempt, outcome")
+        if m.get("role") not in ROLES:
+            raise ExplorerError(f"{where}: field 'role' is {m.get('role')!r}; use one of {', '.join(ROLES)}")
+        if not isinstance(m.get("content"), str) or not m["content"].strip():
+            raise ExplorerError(f"{where}: field 'content' must be a non-empty string")
+        attempt = m.get("attempt")
+        if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1):
+            raise ExplorerError(f"{where}: field 'attempt' is {attempt!r}; use a whole number >= 1")
+        outcome = m.get("outcome")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ExplorerError(f"{where}: field 'outcome' is {outcome!r}; use 'fail' or 'pass'")
+        messages.append(Message(m["role"], m["content"], attempt, outcome))
+    return Episode(
+        id=data["id"].strip(),
+        title=data.get("title", data["id"]),
+        description=data.get("description", ""),
+        messages=tuple(messages),
+        control=data.get("control"),
+        source=source,
+    )
+
+
+def shipped_episodes() -> list[str]:
+    return sorted(p.stem for p in EPISODES_DIR.glob("*.json"))
+
+
+def load_episode(name_or_path: str | Path) -> Episode:
+    """An episode from a JSON/YAML file, or a shipped episode by id (see ``shipped_episodes()``)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = EPISODES_DIR / f"{name_or_path}.json"
+        if not shipped.is_file():
+            raise ExplorerError(
+                f"no episode file or shipped episode '{name_or_path}'; shipped: {', '.join(shipped_episodes())}"
+            )
+        path = shipped
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExplorerError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except Exception as exc:  # yaml.YAMLError
+        raise ExplorerError(f"{path}: not valid YAML ({type(exc).__name__})") from None
+    return parse_episode(data, str(path))
+
+
+def load_control(episode: Episode) -> Episode:
+    if not episode.control:
+        raise ExplorerError(f"{episode.source or episode.id}: has no 'control'; name one with --control")
+    sibling = Path(episode.source).parent / f"{episode.control}.json" if episode.source else None
+    return load_episode(sibling if sibling is not None and sibling.is_file() else episode.control)
+
+
+@dataclass
+class RenderedEpisode:
+    """The text the model reads and, per token, which message it belongs to."""
+
+    text: str
+    input_ids: list[int]
+    tokens: pd.DataFrame  # token_index, message_index, role, attempt, outcome, token, start, end
+    template: str  # "chat" or "plain"
+
+
+def _message_spans(model, episode: Episode) -> tuple[str, list[tuple[int, int]], str]:
+    """Rendered text and, per message, the character range of its content."""
+    dicts = [{"role": m.role, "content": m.content} for m in episode.messages]
+    if model.chat:
+        text, template = model.render_chat(dicts), "chat"
+    else:
+        text = "".join(f"{PLAIN_LABELS[m.role]}: {m.content}\n\n" for m in episode.messages)
+        template = "plain"
+    spans, cursor = [], 0
+    for i, m in enumerate(episode.messages):
+        start = text.find(m.content, cursor)
+        if start < 0:
+            raise ExplorerError(
+                f"{episode.source or episode.id}: message {i}: the chat template of '{model.name}' changed its "
+                "'content' (e.g. stripped spaces); remove leading/trailing whitespace from it"
+            )
+        spans.append((start, start + len(m.content)))
+        cursor = start + len(m.content)
+    return text, spans, template
+
+
+def render(model, episode: Episode) -> RenderedEpisode:
+    """Render ``episode`` for ``model`` and attribute every token to one message."""
+    text, spans, template = _message_spans(model, episode)
+    encoded = model.tokenizer(text, return_offsets_mapping=True, add_special_tokens=template == "plain")
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    # message i owns the characters from the end of message i-1's content to the end of its own
+    boundaries = [end for _, end in spans]
+    rows, m = [], 0
+    for index, (token_id, (start, end)) in enumerate(zip(ids, offsets)):
+        while m < len(boundaries) - 1 and start >= boundaries[m]:
+            m += 1
+        msg = episode.messages[m]
+        rows.append(
+            {
+                "token_index": index,
+                "message_index": m,
+                "role": msg.role,
+                "attempt": msg.attempt,
+                "outcome": msg.outcome,
+                "token": model.tokenizer.decode([token_id]),
+                "start": start,
+                "end": end,
+                "in_content": spans[m][0] <= start < spans[m][1],
+            }
+        )
+    tokens = pd.DataFrame(rows)
+    tokens["attempt"] = tokens["attempt"].astype("Int64")
+    return RenderedEpisode(text, list(ids), tokens, template)

@@ -1,0 +1,203 @@
+"""One forward pass over an episode → every token's read-out on every emotion at chosen layers.
+
+The episode is rendered once and run through the model once. Inside the pass each requested
+layer's residual stream is projected onto all emotion vectors at once, so what is kept grows as
+tokens × emotions × layers, never tokens × width × layers; the pass stops after the deepest
+requested layer (the LM head is never computed). Traces are cached on disk by a hash of
+(model, vectors, episode, layers), written atomically and rebuilt when damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import cache
+from .episodes import Episode, render
+from .errors import ExplorerError
+from .models import Model, layer_output
+from .vectors import EmotionVectors
+
+log = logging.getLogger(__name__)
+TOKEN_COLUMNS = ["token_index", "message_index", "role", "attempt", "token"]
+
+
+@dataclass
+class IntensityTrace:
+    """Read-outs of one episode: ``raw`` and ``z`` are (tokens, emotions, layers) float32 arrays.
+
+    ``tokens`` is the token table (message index, role, attempt, outcome, token text, character
+    span); ``layers`` the layers read; ``emotions`` the columns.
+    """
+
+    episode: Episode
+    model_name: str
+    emotions: list[str]
+    layers: list[int]
+    tokens: pd.DataFrame
+    raw: np.ndarray
+    z: np.ndarray
+    text: str = ""
+
+    def _layer_index(self, layer: int | None) -> int:
+        layer = self.default_layer if layer is None else layer
+        if layer not in self.layers:
+            raise ExplorerError(f"layer {layer} was not traced; this trace has layers {self.layers}")
+        return self.layers.index(layer)
+
+    @property
+    def default_layer(self) -> int:
+        from .models import default_layer
+
+        n_layers = int(self.tokens.attrs.get("n_layers", max(self.layers) + 1))
+        wanted = default_layer(n_layers)
+        return wanted if wanted in self.layers else self.layers[-1]
+
+    def readouts(self, layer: int | None = None, z: bool = True) -> pd.DataFrame:
+        """The token table with one column per emotion at ``layer`` (the CSV contract)."""
+        values = (self.z if z else self.raw)[:, :, self._layer_index(layer)]
+        frame = self.tokens[TOKEN_COLUMNS].copy()
+        for i, emotion in enumerate(self.emotions):
+            frame[emotion] = values[:, i]
+        return frame
+
+    def emotion(self, emotion: str, layer: int | None = None, z: bool = True) -> np.ndarray:
+        if emotion not in self.emotions:
+            raise ExplorerError(f"emotion '{emotion}' was not traced; this trace has: {', '.join(self.emotions)}")
+        return (self.z if z else self.raw)[:, self.emotions.index(emotion), self._layer_index(layer)]
+
+    def to_csv(self, path: str | Path, layer: int | None = None) -> None:
+        self.readouts(layer).to_csv(path, index=False, float_format="%.5g")
+
+    def to_parquet(self, path: str | Path) -> None:
+        """Long format: one row per token and layer, raw and z columns per emotion."""
+        frames = []
+        for j, layer in enumerate(self.layers):
+            frame = self.tokens[TOKEN_COLUMNS + ["outcome"]].copy()
+            frame.insert(1, "layer", layer)
+            for i, emotion in enumerate(self.emotions):
+                frame[emotion] = self.z[:, i, j]
+                frame[f"{emotion}_raw"] = self.raw[:, i, j]
+            frames.append(frame)
+        pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"IntensityTrace({self.episode.id!r}, {self.model_name!r}, {len(self.tokens)} tokens, "
+            f"{len(self.emotions)} emotions, layers {self.layers})"
+        )
+
+
+def _trace_key(model: Model, vectors: EmotionVectors, episode: Episode, layers: list[int]) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{model.name}\0{model.sha256}\0{layers}\0".encode())
+    digest.update(vectors.directions.numpy().tobytes())
+    digest.update(vectors.neutral_mean.numpy().tobytes() + vectors.neutral_std.numpy().tobytes())
+    digest.update(episode.canonical_json().encode())
+    return digest.hexdigest()[:32]
+
+
+def _cache_path(key: str) -> Path:
+    return cache.cache_root() / "traces" / f"{key}.npz"
+
+
+def _read_cached(path: Path, episode: Episode, model: Model, vectors: EmotionVectors, layers: list[int]):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            raw = data["raw"]
+            tokens = pd.read_json(io.StringIO(str(data["tokens"])), orient="split")
+            text = str(data["text"])
+    except Exception:  # a damaged file of any kind is rebuilt, never trusted
+        log.warning("trace cache %s is damaged; recomputing it", path)
+        return None
+    tokens["attempt"] = tokens["attempt"].astype("Int64")
+    return _assemble(episode, model, vectors, layers, tokens, raw, text)
+
+
+def _assemble(episode, model, vectors, layers, tokens, raw, text) -> IntensityTrace:
+    mean = vectors.neutral_mean[layers].T.numpy()[None]  # (1, emotions, layers)
+    std = vectors.neutral_std[layers].T.numpy()[None]
+    tokens.attrs["n_layers"] = model.n_layers
+    return IntensityTrace(
+        episode,
+        model.name,
+        list(vectors.emotions),
+        list(layers),
+        tokens,
+        raw,
+        ((raw - mean) / std).astype(np.float32),
+        text,
+    )
+
+
+def context_limit(model: Model) -> int:
+    return int(getattr(model.hf.config.get_text_config(), "max_position_embeddings", 0) or 10**9)
+
+
+def readout_pass(model: Model, input_ids: torch.Tensor, directions: dict[int, torch.Tensor]) -> np.ndarray:
+    """One forward pass projecting each token's residual stream at each layer ``L`` onto the rows
+    of ``directions[L]`` (k, width); returns (tokens, k, layers), stopped after the deepest layer."""
+    projections = []
+    with torch.inference_mode(), model.nn.trace(input_ids) as tracer:
+        for layer in sorted(directions):
+            hidden = layer_output(model.layers[layer].output)[0]
+            projections.append((hidden @ directions[layer].T.to(hidden.dtype)).save())
+        tracer.stop()
+    return torch.stack([p.float() for p in projections], -1).numpy()
+
+
+def rendered_ids(model: Model, episode: Episode):
+    """Render ``episode`` and refuse, with a one-line reason, one longer than the model's context."""
+    rendered = render(model, episode)
+    n = len(rendered.input_ids)
+    if n > context_limit(model):
+        raise ExplorerError(
+            f"{episode.source or episode.id}: renders to {n} tokens but '{model.name}' reads at most "
+            f"{context_limit(model)}; shorten the episode or split it into parts"
+        )
+    return rendered, torch.tensor([rendered.input_ids])
+
+
+def trace(
+    model: Model,
+    episode: Episode,
+    vectors: EmotionVectors,
+    layers: Sequence[int] | str | int | None = None,
+    use_cache: bool = True,
+) -> IntensityTrace:
+    """Read every token of ``episode`` on every emotion in one forward pass.
+
+    Args:
+        model: from :func:`explorer.load_model`.
+        episode: from :func:`explorer.load_episode` (a shipped id or your own file).
+        vectors: from :func:`explorer.load_vectors` for the same model.
+        layers: an int, a list of ints, or "all"; default: all layers (the pass costs about one
+            forward either way; ask for fewer, shallower layers to stop the pass earlier).
+        use_cache: reuse a trace computed before for the same model, vectors, episode and layers.
+    """
+    vectors.check_model(model)
+    if layers is None or layers == "all":
+        layers = list(range(model.n_layers))
+    elif isinstance(layers, int):
+        layers = [layers]
+    layers = sorted({model.check_layer(int(layer)) for layer in layers})
+    key = _trace_key(model, vectors, episode, layers)
+    path = _cache_path(key)
+    if use_cache and path.is_file():
+        cached = _read_cached(path, episode, model, vectors, layers)
+        if cached is not None:
+            return cached
+    rendered, input_ids = rendered_ids(model, episode)
+    raw = readout_pass(model, input_ids, {layer: vectors.directions[layer] for layer in layers})
+    buffer = io.BytesIO()
+    np.savez(buffer, raw=raw, tokens=rendered.tokens.to_json(orient="split"), text=rendered.text)
+    cache.write_file_atomic(path, buffer.getvalue())
+    return _assemble(episode, model, vectors, layers, rendered.tokens, raw, rendered.text)
