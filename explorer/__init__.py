@@ -1,11 +1,41 @@
 """Emotion Vector Explorer: see a language model's emotion vectors light up, token by token.
 
 import explorer as ex
-model = ex.load_model()            # the default packaged model, offline
+model = ex.load_model()                       # the default packaged model, offline
+vectors = ex.load_vectors(model)              # shipped vectors for it (built on first use otherwise)
+trace = ex.trace(model, ex.load_episode("impossible-code"), vectors)
+ex.compare(model, ex.load_episode("impossible-code"), vectors, "desperate")
 """
 
+__version__ = "0.1.0"  # before the imports: vectors.py records it in every file it writes
+
+from .corpus import Story, read_stories
+from .episodes import Episode, load_control, load_episode, shipped_episodes
 from .errors import ExplorerError
 from .models import DEFAULT_MODEL, ZOO, Model, load_model
+from .stats import compare
+from .tracing import IntensityTrace, trace
+from .vectors import EmotionVector, EmotionVectors, Recipe, build_vectors, load_vectors, score_texts
 
-__all__ = ["DEFAULT_MODEL", "ZOO", "ExplorerError", "Model", "load_model"]
-__version__ = "0.1.0"
+__all__ = [
+    "DEFAULT_MODEL",
+    "ZOO",
+    "EmotionVector",
+    "EmotionVectors",
+    "Episode",
+    "ExplorerError",
+    "IntensityTrace",
+    "Model",
+    "Recipe",
+    "Story",
+    "build_vectors",
+    "compare",
+    "load_control",
+    "load_episode",
+    "load_model",
+    "load_vectors",
+    "read_stories",
+    "score_texts",
+    "shipped_episodes",
+    "trace",
+]

@@ -90,6 +90,48 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from .episodes import load_episode
+    from .tracing import trace
+    from .vectors import load_vectors
+
+    episode = load_episode(args.episode)
+    model = models.load_model(args.model)
+    layer = model.check_layer(model.default_layer if args.layer is None else args.layer)
+    result = trace(model, episode, load_vectors(model, args.vectors), layers="all" if args.parquet else [layer])
+    if args.parquet:
+        result.to_parquet(args.parquet)
+    _write_csv(result.readouts(layer), args.out)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .episodes import load_control, load_episode
+    from .stats import compare
+    from .vectors import load_vectors
+
+    episode = load_episode(args.episode)
+    control = load_episode(args.control) if args.control else load_control(episode)
+    model = models.load_model(args.model)
+    layers = "all" if args.layers == "all" else [int(x) for x in args.layers.split(",")] if args.layers else None
+    result = compare(model, episode, load_vectors(model, args.vectors), args.emotion, control, layers, args.random)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _headline(args: argparse.Namespace) -> int:
+    from .headline import headline, to_markdown
+    from .vectors import load_vectors
+
+    model = models.load_model(args.model)
+    rows = headline(model, load_vectors(model, args.vectors))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(to_markdown(rows, model.default_layer))
+    return 0
+
+
 def _write_csv(table, out: str | None) -> None:
     if out:
         if Path(out).parent and not Path(out).parent.exists():
@@ -178,6 +220,47 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
     score.add_argument("--out", help="CSV file to write (default: standard output)")
     score.set_defaults(run=_score)
+
+    tracer = commands.add_parser(
+        "trace",
+        help="per-token read-outs of an episode on every emotion (CSV, one row per token)",
+        description="Columns: token_index,message_index,role,attempt,token,<one column per emotion> "
+        "(z-scored read-outs at one layer).",
+    )
+    tracer.add_argument("episode", help="an episode file (JSON/YAML) or the id of a shipped episode")
+    _add_model(tracer)
+    tracer.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
+    tracer.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
+    tracer.add_argument("--out", help="CSV file to write (default: standard output)")
+    tracer.add_argument("--parquet", help="also write every layer in long format to this Parquet file")
+    tracer.set_defaults(run=_trace)
+
+    comparer = commands.add_parser(
+        "compare",
+        help="does an emotion rise across failed attempts more than in a matched control? (JSON)",
+        description="Per-attempt means, trends, the episode-minus-control trend with a permutation p-value, "
+        "random-direction and shuffled-label baselines, specificity. Fields: docs/STATISTICS.md.",
+    )
+    comparer.add_argument("episode", help="an episode file or the id of a shipped episode")
+    comparer.add_argument("--control", help="the matched control (default: the episode's 'control')")
+    comparer.add_argument("--emotion", "-e", required=True, help="emotion to test, e.g. desperate")
+    _add_model(comparer)
+    comparer.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
+    comparer.add_argument(
+        "--layers", help="comma-separated layers or 'all' (Holm-corrected); default: the model's default layer"
+    )
+    comparer.add_argument("--random", type=int, default=64, help="random directions in the baseline (default 64)")
+    comparer.set_defaults(run=_compare)
+
+    head = commands.add_parser(
+        "headline",
+        help="desperate/calm/afraid across failed attempts: failure vs pressure, all layers",
+        description="Runs `compare` for the three matched contrasts of the impossible-code set at every layer.",
+    )
+    _add_model(head)
+    head.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
+    head.add_argument("--json", action="store_true", help="every row as JSON instead of the Markdown summary")
+    head.set_defaults(run=_headline)
     return parser
 
 

@@ -128,3 +128,21 @@ def read_texts(path: str | Path) -> list[dict]:
         _check_fields(where, record, ("id", "text"), ())
         records.append(record)
     return records
+
+
+def summary() -> str:
+    """Counts for the datasheet: emotions, stories, words, neutral dialogues."""
+    corpus = load_corpus()
+    words = [len(s.text.split()) for s in corpus.stories]
+    first = sum(s.person == "first" for s in corpus.stories)
+    return (
+        f"{len(corpus.emotions)} emotions, {len(corpus.stories)} stories "
+        f"({len(corpus.stories) // max(1, len(corpus.emotions))} per emotion, {first} first person), "
+        f"{min(words)}-{max(words)} words (mean {sum(words) / len(words):.0f}); "
+        f"{len(corpus.neutral)} neutral dialogues on {len(set(corpus.neutral_topics))} topics; "
+        f"sha256 {corpus.fingerprint()[:16]}"
+    )
+
+
+if __name__ == "__main__":
+    print(summary())

@@ -1,0 +1,144 @@
+"""Episodes rendered by the real tokenizers, traced in one pass by the real default model."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import explorer as ex
+from explorer import cache
+from explorer.episodes import render, shipped_episodes
+
+pytestmark = pytest.mark.integration
+
+INSTALLED = [name for name, entry in ex.ZOO.items() if entry.installed]
+
+
+@pytest.fixture(scope="module")
+def vectors(default_model):
+    return ex.load_vectors(default_model)
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_token_spans_partition_tokens_and_reproduce_each_message(name):
+    model = ex.load_model(name)
+    for episode_id in shipped_episodes():
+        episode = ex.load_episode(episode_id)
+        rendered = render(model, episode)
+        tokens = rendered.tokens
+        assert list(tokens.token_index) == list(range(len(rendered.input_ids)))
+        assert tokens.message_index.is_monotonic_increasing
+        assert set(tokens.message_index) == set(range(len(episode.messages)))
+        for i, message in enumerate(episode.messages):
+            mine = tokens[tokens.message_index == i]
+            assert (mine.role == message.role).all()
+            text = rendered.text[mine.start.min() : mine.end.max()]
+            assert message.content in text, (name, episode_id, i)
+            assert rendered.text[mine[mine.in_content].start.min() :].startswith(message.content[:20])
+
+
+def _count_calls(module):
+    calls = []
+    handle = module.register_forward_hook(lambda *_: calls.append(1))
+    return calls, handle
+
+
+def test_trace_is_one_pass_without_lm_head_and_matches_hidden_states(default_model, vectors, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    model = default_model
+    episode = ex.load_episode("impossible-code")
+    first, h1 = _count_calls(model.torch_layers[0])
+    deep, h2 = _count_calls(model.torch_layers[model.default_layer + 1])
+    head, h3 = _count_calls(model.hf.lm_head)
+    try:
+        result = ex.trace(model, episode, vectors, layers=[5, model.default_layer])
+    finally:
+        for h in (h1, h2, h3):
+            h.remove()
+    assert (len(first), len(deep), len(head)) == (1, 0, 0)
+    assert result.raw.shape == (len(result.tokens), len(vectors), 2)
+    ids = torch.tensor([render(model, episode).input_ids])
+    with torch.inference_mode():
+        hidden = model.hf(ids, output_hidden_states=True).hidden_states
+    for j, layer in enumerate(result.layers):
+        expected = hidden[layer + 1][0] @ vectors.directions[layer].T
+        assert np.allclose(result.raw[:, :, j], expected.numpy(), rtol=1e-3, atol=1e-2)
+        z = (result.raw[:, :, j] - vectors.neutral_mean[layer].numpy()) / vectors.neutral_std[layer].numpy()
+        assert np.allclose(result.z[:, :, j], z, atol=1e-4)
+    assert result.raw.nbytes == len(result.tokens) * len(vectors) * 2 * 4  # tokens x emotions x layers
+
+
+def test_trace_cache_is_reused_and_rebuilt_when_damaged(default_model, vectors, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    episode = ex.load_episode("impossible-code-control")
+    first = ex.trace(default_model, episode, vectors, layers=default_model.default_layer)
+    files = list((tmp_path / "traces").glob("*.npz"))
+    assert len(files) == 1
+    calls, handle = _count_calls(default_model.torch_layers[0])
+    again = ex.trace(default_model, episode, vectors, layers=default_model.default_layer)
+    assert calls == []
+    files[0].write_bytes(files[0].read_bytes()[:100])
+    rebuilt = ex.trace(default_model, episode, vectors, layers=default_model.default_layer)
+    handle.remove()
+    assert calls == [1]
+    assert np.array_equal(first.raw, again.raw) and np.array_equal(first.raw, rebuilt.raw)
+    pd.testing.assert_frame_equal(first.tokens, again.tokens)
+
+
+def test_too_long_episode_is_refused_not_truncated(default_model, vectors, monkeypatch):
+    monkeypatch.setattr(default_model.hf.config, "max_position_embeddings", 64)
+    with pytest.raises(ex.ExplorerError, match=r"renders to \d+ tokens but 'smollm2-135m-instruct' reads at most 64"):
+        ex.trace(default_model, ex.load_episode("impossible-code"), vectors, use_cache=False)
+
+
+def test_cli_trace_writes_the_csv_contract(tmp_path):
+    out = tmp_path / "t.csv"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "explorer",
+            "trace",
+            "impossible-code",
+            "--out",
+            str(out),
+            "--parquet",
+            str(tmp_path / "t.parquet"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    table = pd.read_csv(out)
+    assert list(table.columns[:5]) == ["token_index", "message_index", "role", "attempt", "token"]
+    vectors = ex.EmotionVectors.load(ex.vectors.shipped_path(ex.DEFAULT_MODEL))
+    assert list(table.columns[5:]) == vectors.emotions
+    assert np.isfinite(table[vectors.emotions].to_numpy()).all()
+    long = pd.read_parquet(tmp_path / "t.parquet")
+    assert sorted(long.layer.unique()) == list(range(30))
+    assert len(long) == 30 * len(table)
+
+
+def test_cli_compare_reports_every_statistic():
+    result = subprocess.run(
+        [sys.executable, "-m", "explorer", "compare", "impossible-code", "--emotion", "desperate"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    report = json.loads(result.stdout)
+    assert report["control"] == "impossible-code-control"
+    layer = report["layers"][0]
+    assert layer["layer"] == 20
+    assert len([a for a in layer["per_attempt"] if a["failed"]]) >= 6
+    for block, key in [
+        ("difference_trend", "permutation_p"),
+        ("random_directions", "p"),
+        ("shuffled_label_null", "p"),
+    ]:
+        assert 0 < layer[block][key] <= 1
+    assert 1 <= layer["specificity"]["rank"] <= layer["specificity"]["of"]
+    assert layer["after_pass"] is not None

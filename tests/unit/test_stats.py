@@ -1,0 +1,37 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from explorer.stats import attempt_means, holm, permutation_p, slope
+
+
+def test_slope_matches_numpy_polyfit():
+    x = np.array([1.0, 2, 3, 4, 5])
+    y = np.array([[2.0, 1], [4.1, 0.5], [5.9, 0.2], [8.2, -0.4], [9.9, -1]])
+    assert np.allclose(slope(x, y), [np.polyfit(x, y[:, k], 1)[0] for k in range(2)])
+
+
+def test_permutation_p_is_exact_for_small_samples():
+    x = np.arange(1.0, 7)
+    assert permutation_p(x, x.copy()) == pytest.approx(2 / 720)  # only the two monotone orders are as extreme
+    flat = permutation_p(x, np.array([1.0, -1, 1, -1, 1, -1]))
+    assert flat > 0.2
+
+
+def test_holm_adjusts_in_order_and_caps_at_one():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_attempt_means_use_content_tokens_of_the_roles_asked():
+    tokens = pd.DataFrame(
+        {
+            "role": ["system", "assistant", "assistant", "tool", "assistant"],
+            "in_content": [True, False, True, True, True],
+            "attempt": pd.array([None, 1, 1, 1, 2], dtype="Int64"),
+        }
+    )
+    values = np.array([[100.0], [50.0], [1.0], [7.0], [3.0]])
+    means = attempt_means(tokens, values, ["assistant"])
+    assert means[0].to_dict() == {1: 1.0, 2: 3.0}  # header token (not content) and system excluded
+    assert attempt_means(tokens, values, ["tool"])[0].to_dict() == {1: 7.0}

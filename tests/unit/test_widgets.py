@@ -1,0 +1,565 @@
+"""The notebook UI on synthetic traces: state follows the controls, data sent once, files export."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from explorer.episodes import parse_episode
+from explorer.errors import ExplorerError
+from explorer.tracing import IntensityTrace
+from explorer.vectors import EmotionVectors
+from widgets import CompareView, EmotionAtlas, EpisodeScrubber, TranscriptView, save_chart
+from widgets.transcript import CSS_PATH, JS_PATH
+
+EMOTIONS = ["desperate", "calm", "afraid"]
+LAYERS = [2, 4]
+SINK_Z = 600.0
+
+MESSAGES = [
+    {"role": "system", "content": "You are a careful coding assistant."},
+    {"role": "user", "content": "Make the failing test pass before the deadline."},
+    {"role": "assistant", "content": "I changed the loop bound to fix it.", "attempt": 1},
+    {"role": "tool", "content": "FAILED test_bound expected 3 got 2", "attempt": 1, "outcome": "fail"},
+    {"role": "assistant", "content": "Now the index starts at one instead.", "attempt": 2},
+    {"role": "tool", "content": "FAILED test_bound expected 3 got 4", "attempt": 2, "outcome": "fail"},
+    {"role": "assistant", "content": "Both edges are handled this time.", "attempt": 3},
+    {"role": "tool", "content": "PASSED all tests", "attempt": 3, "outcome": "pass"},
+]
+
+
+def make_trace(seed: int = 0, messages=MESSAGES, repeat: int = 1, episode_id: str = "synthetic") -> IntensityTrace:
+    """A trace whose token table is what ``render`` would produce for a plain template: a header
+    token per message (outside the content) then one token per word."""
+    episode = parse_episode({"id": episode_id, "title": "Synthetic episode", "messages": messages})
+    rows, text, index = [], "", 0
+    for m, message in enumerate(episode.messages):
+        words = [f"{message.role.title()}:"] + (message.content.split() * repeat)
+        for w, word in enumerate(words):
+            piece = word if w == 0 else " " + word
+            start = len(text)
+            text += piece
+            rows.append(
+                {
+                    "token_index": index,
+                    "message_index": m,
+                    "role": message.role,
+                    "attempt": message.attempt,
+                    "outcome": message.outcome,
+                    "token": piece,
+                    "start": start,
+                    "end": len(text),
+                    "in_content": w > 0,
+                }
+            )
+            index += 1
+        text += "\n\n"
+    tokens = pd.DataFrame(rows)
+    tokens["attempt"] = tokens["attempt"].astype("Int64")
+    tokens.attrs["n_layers"] = 6  # default layer round(2 * 6 / 3) = 4, which is traced
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.5, size=(len(tokens), len(EMOTIONS), len(LAYERS))).astype(np.float32)
+    z[0] = SINK_Z  # the attention sink
+    raw = (z * 0.1 + 2.0).astype(np.float32)
+    return IntensityTrace(episode, "synthetic-model", list(EMOTIONS), list(LAYERS), tokens, raw, z, text)
+
+
+@pytest.fixture(scope="module")
+def trace() -> IntensityTrace:
+    return make_trace()
+
+
+@pytest.fixture()
+def scrubber(trace) -> EpisodeScrubber:
+    return EpisodeScrubber(trace, emotions=["desperate", "calm"], layer=2)
+
+
+def lines_dataset(chart: alt.JupyterChart) -> list[dict]:
+    """The rows of the chart's line layer (the dataset with an 'emotion' and a 'z' column)."""
+    datasets = chart.spec["datasets"]
+    found = [rows for rows in datasets.values() if rows and {"emotion", "z", "token_index"} <= set(rows[0])]
+    assert len(found) == 1
+    return found[0]
+
+
+def line_layer(chart: alt.JupyterChart) -> dict:
+    layers = [layer for layer in chart.spec["layer"] if layer["mark"]["type"] == "line"]
+    assert len(layers) == 1
+    return layers[0]
+
+
+# --- EpisodeScrubber --------------------------------------------------------------------------
+def test_slider_moves_the_transcript_and_the_chart_rule_without_rebuilding(scrubber, trace):
+    spec_before = scrubber.chart.chart
+    for position in (7, 0, 23, len(trace.tokens) - 1):
+        scrubber.slider.value = position
+        assert scrubber.transcript.position == position
+        assert scrubber.chart.params.position == position
+        assert scrubber.chart._params["position"] == position  # the synced copy the browser gets
+        state = scrubber.state()
+        row = trace.tokens.iloc[position]
+        assert state["position"] == position
+        assert state["token"] == row["token"]
+        assert state["message_index"] == row["message_index"]
+        assert state["attempt"] == (None if pd.isna(row["attempt"]) else int(row["attempt"]))
+        assert state["rule_position"] == position
+        assert state["value"] == pytest.approx(round(float(trace.z[position, 0, 0]), 3), abs=1e-9)
+    assert scrubber.chart.chart is spec_before
+
+
+def test_state_is_a_plain_snapshot(scrubber, trace):
+    scrubber.slider.value = 9
+    state = scrubber.state()
+    assert json.loads(json.dumps(state)) == state
+    assert state == {
+        "position": 9,
+        "token": trace.tokens["token"].iloc[9],
+        "message_index": int(trace.tokens["message_index"].iloc[9]),
+        "role": trace.tokens["role"].iloc[9],
+        "attempt": None,
+        "emotion": "desperate",
+        "layer": 2,
+        "value": round(float(trace.z[9, 0, 0]), 3),
+        "rule_position": 9,
+    }
+
+
+def test_clicking_a_token_in_the_transcript_moves_the_slider(scrubber):
+    scrubber.transcript.position = 12  # what the front end sends on a click
+    assert scrubber.slider.value == 12
+    assert scrubber.chart.params.position == 12
+
+
+def test_turn_stepper_jumps_to_first_tokens_of_messages(scrubber, trace):
+    starts = trace.tokens.groupby("message_index")["token_index"].min().tolist()
+    scrubber.slider.value = 0
+    scrubber.next_button.click()
+    assert scrubber.slider.value == starts[1]
+    scrubber.next_button.click()
+    assert scrubber.slider.value == starts[2]
+    scrubber.slider.value = starts[4] + 3  # inside message 4
+    scrubber.prev_button.click()
+    assert scrubber.slider.value == starts[3]
+    scrubber.slider.value = starts[-1] + 1
+    scrubber.next_button.click()  # nothing after the last message
+    assert scrubber.slider.value == starts[-1] + 1
+    scrubber.slider.value = 1
+    scrubber.prev_button.click()  # nothing before the first
+    assert scrubber.slider.value == 1
+    assert scrubber.transcript.position == 1
+
+
+def test_emotion_switch_updates_transcript_and_chart_highlight_only(scrubber, trace):
+    scrubber.slider.value = 5
+    values_before = scrubber.transcript.values
+    chart_before = scrubber.chart.chart
+    scrubber.emotion_dropdown.value = "calm"
+    assert scrubber.transcript.emotion == "calm"
+    assert scrubber.chart.params.emotion == "calm"
+    assert scrubber.chart._params["emotion"] == "calm"
+    assert scrubber.transcript.values is values_before  # no data recomputed or resent
+    assert scrubber.chart.chart is chart_before
+    assert scrubber.state()["value"] == pytest.approx(round(float(trace.z[5, 1, 0]), 3))
+    # the line layer's width is driven by the 'emotion' param, so the switch restyles in the browser
+    stroke = line_layer(scrubber.chart)["encoding"]["strokeWidth"]
+    assert stroke["condition"]["test"] == "datum.emotion === emotion"
+    assert {p["name"] for p in scrubber.chart.spec["params"]} == {"position", "emotion"}
+
+
+def test_layer_switch_rebuilds_chart_data_and_keeps_the_rule(scrubber, trace):
+    scrubber.slider.value = 11
+    scrubber.emotion_dropdown.value = "calm"
+    before = lines_dataset(scrubber.chart)
+    scrubber.layer_dropdown.value = 4
+    assert scrubber.transcript.layer == 4
+    after = lines_dataset(scrubber.chart)
+    assert before != after
+    calm = [r["z"] for r in after if r["emotion"] == "calm"]
+    assert calm == pytest.approx(np.round(trace.z[:, 1, 1].astype(float), 3).tolist(), abs=1e-9)
+    assert line_layer(scrubber.chart)["encoding"]["y"]["title"] == "z at layer 4"
+    assert scrubber.chart.params.position == 11  # rebuilt chart starts at the current token
+    assert scrubber.chart.params.emotion == "calm"
+    assert scrubber.state()["value"] == pytest.approx(round(float(trace.z[11, 1, 1]), 3))
+
+
+def test_data_sent_to_the_browser_has_the_expected_sizes(scrubber, trace):
+    view = scrubber.transcript
+    n = len(trace.tokens)
+    assert len(view.tokens) == n
+    assert [t["text"] for t in view.tokens] == trace.tokens["token"].tolist()
+    first_answer = int(trace.tokens.loc[trace.tokens["message_index"] == 2, "token_index"].min()) + 1
+    assert view.tokens[first_answer] == {
+        "text": trace.tokens["token"].iloc[first_answer],
+        "message_index": 2,
+        "role": "assistant",
+        "attempt": 1,
+        "in_content": True,
+    }
+    assert len(view.messages) == len(MESSAGES)
+    assert [m["outcome"] for m in view.messages] == [m.get("outcome") for m in MESSAGES]
+    assert view.emotions == ["desperate", "calm"]
+    assert set(view.values) == {"desperate", "calm"}
+    for emotion in view.values:
+        assert set(view.values[emotion]) == {"2", "4"}
+        assert all(len(v) == n for v in view.values[emotion].values())
+    j = trace.emotions.index("calm")
+    expected = np.round(trace.z[:, j, 1].astype(float), 3).tolist()
+    assert view.values["calm"]["4"] == expected
+    assert all(v == round(v, 3) for v in view.values["desperate"]["2"])
+    # the JSON payload is numbers, not float32 noise like 0.12300000339746475
+    assert max(len(str(v)) for v in view.values["calm"]["4"]) <= len("-10.123")
+
+
+def test_colour_scale_and_chart_domain_ignore_the_attention_sink(scrubber, trace):
+    assert trace.z[0].min() == SINK_Z
+    expected = round(float(np.percentile(np.abs(trace.z[1:, :2, :]), 99)), 3)
+    assert scrubber.transcript.scale == pytest.approx(expected)
+    assert 1.0 < scrubber.transcript.scale < 10.0  # the sink would make it 600
+    domain = line_layer(scrubber.chart)["encoding"]["y"]["scale"]["domain"]
+    assert domain == pytest.approx([-expected, expected])
+    assert line_layer(scrubber.chart)["encoding"]["y"]["scale"]["clamp"] is True
+
+
+def test_chart_layers_attempt_bands_and_outcome_markers(scrubber, trace):
+    datasets = list(scrubber.chart.spec["datasets"].values())
+    bands = next(rows for rows in datasets if rows and "label" in rows[0])
+    tokens = trace.tokens
+    assert [b["attempt"] for b in bands] == [1, 2, 3]
+    for band in bands:
+        span = tokens.loc[tokens["attempt"] == band["attempt"], "token_index"]
+        assert (band["start"], band["end"]) == (span.min(), span.max() + 1)
+    assert bands[0]["fill"] != bands[1]["fill"]
+    markers = next(rows for rows in datasets if rows and "outcome" in rows[0])
+    starts = tokens.groupby("message_index")["token_index"].min()
+    assert [(m["token_index"], m["outcome"]) for m in markers] == [
+        (starts[3], "fail"),
+        (starts[5], "fail"),
+        (starts[7], "pass"),
+    ]
+    colour = next(layer for layer in scrubber.chart.spec["layer"] if layer["mark"]["type"] == "point")
+    assert colour["encoding"]["color"]["scale"]["domain"] == ["fail", "pass"]
+
+
+def test_long_traces_are_averaged_into_blocks_under_the_row_limit():
+    long = make_trace(seed=3, repeat=200)  # about 10,000 tokens
+    n = len(long.tokens)
+    scrubber = EpisodeScrubber(long, emotions=EMOTIONS)
+    rows = lines_dataset(scrubber.chart)
+    assert len(rows) <= 4500
+    assert all(len(d) < 5000 for d in scrubber.chart.spec["datasets"].values())
+    k = int(np.ceil(n * 3 / 4500))
+    afraid = [r for r in rows if r["emotion"] == "afraid"]
+    assert afraid[1]["token_index"] == k
+    block = long.z[k : 2 * k, 2, LAYERS.index(long.default_layer)].astype(float).mean()
+    assert afraid[1]["z"] == pytest.approx(block, abs=1e-3)
+    assert "mean of" in line_layer(scrubber.chart)["encoding"]["y"]["title"]
+
+
+def test_unknown_emotion_or_layer_is_refused(trace):
+    with pytest.raises(ExplorerError, match="'joyful' was not traced"):
+        EpisodeScrubber(trace, emotions=["joyful"])
+    with pytest.raises(ExplorerError, match="layer 3 was not traced"):
+        EpisodeScrubber(trace, layer=3)
+
+
+def test_transcript_front_end_is_local_files_only():
+    view = TranscriptView()
+    assert "divergingColour" in view._esm and ".evx-token" in view._css
+    source = JS_PATH.read_text()
+    assert not re.search(r"^\s*import\s", source, re.M)
+    assert "http" not in source and "http" not in CSS_PATH.read_text()
+
+
+# --- files ------------------------------------------------------------------------------------
+def test_save_html_is_standalone_and_carries_tokens(scrubber, trace, tmp_path):
+    scrubber.slider.value = 14
+    path = scrubber.save_html(tmp_path / "episode.html")
+    page = path.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=", page)
+    assert not re.search(r"<link[^>]*\bhref=[\"']https?:", page)
+    assert "<svg" in page and "evx-token" in page
+    data = json.loads(re.search(r'<script type="application/json" id="evx-data">(.*?)</script>', page, re.S).group(1))
+    assert [t["text"] for t in data["widget"]["tokens"]] == trace.tokens["token"].tolist()
+    assert data["widget"]["position"] == 14
+    for word in ("careful", "deadline", "PASSED"):
+        assert word in page
+    spec = json.loads(re.search(r'<script type="application/json" id="evx-spec">(.*?)</script>', page, re.S).group(1))
+    assert spec["params"][0] == {"name": "position", "value": 14}
+
+
+def test_script_tags_in_token_text_cannot_break_the_page(tmp_path):
+    messages = [dict(m) for m in MESSAGES]
+    messages[2]["content"] = "</script><script>alert(1)</script> done"
+    scrubber = EpisodeScrubber(make_trace(messages=messages), emotions=["calm"])
+    page = scrubber.save_html(tmp_path / "x.html").read_text()
+    assert "</script><script>alert(1)" not in page
+    assert page.count("</script>") == 3
+
+
+def test_to_csv_writes_the_readouts_at_the_shown_layer(scrubber, trace, tmp_path):
+    scrubber.layer_dropdown.value = 4
+    frame = pd.read_csv(scrubber.to_csv(tmp_path / "readouts.csv"))
+    assert list(frame.columns) == ["token_index", "message_index", "role", "attempt", "token", *EMOTIONS]
+    assert len(frame) == len(trace.tokens)
+    assert frame["afraid"].to_numpy() == pytest.approx(trace.z[:, 2, 1], rel=1e-4)
+
+
+def test_save_chart_writes_png_and_svg(scrubber, tmp_path):
+    png = save_chart(scrubber.chart, tmp_path / "chart.png")
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    svg = save_chart(scrubber.chart.chart, tmp_path / "chart.svg").read_text()
+    assert svg.lstrip().startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "attempt 2" in svg
+    with pytest.raises(ExplorerError, match="use .png or .svg"):
+        save_chart(scrubber.chart, tmp_path / "chart.pdf")
+
+
+# --- the front end, run in node against a minimal DOM ------------------------------------------
+FAKE_DOM = r"""
+const fs = require("fs");
+class ClassList {
+  constructor(el) { this.el = el; }
+  items() { return (this.el.className || "").split(/\s+/).filter(Boolean); }
+  contains(c) { return this.items().includes(c); }
+  add(c) { if (!this.contains(c)) this.el.className = [...this.items(), c].join(" "); }
+  remove(c) { this.el.className = this.items().filter((x) => x !== c).join(" "); }
+  toggle(c, force) { const on = force === undefined ? !this.contains(c) : !!force; on ? this.add(c) : this.remove(c); }
+}
+class El {
+  constructor(tag) {
+    this.tagName = tag; this.children = []; this.className = ""; this.style = {}; this.dataset = {};
+    this.text = ""; this.listeners = {}; this.parent = null; this.value = ""; this.scrollTop = 0;
+    this.classList = new ClassList(this);
+  }
+  append(...nodes) { for (const n of nodes) { n.parent = this; this.children.push(n); } }
+  replaceChildren(...nodes) { this.children = []; this.append(...nodes); }
+  set textContent(t) { this.children = []; this.text = String(t); }
+  get textContent() { return this.text + this.children.map((c) => c.textContent).join(""); }
+  addEventListener(name, fn) { (this.listeners[name] = this.listeners[name] || []).push(fn); }
+  fire(name, event) { (this.listeners[name] || []).forEach((fn) => fn(event || { target: this })); }
+  closest(selector) {
+    for (let e = this; e; e = e.parent) if (e.classList.contains(selector.slice(1))) return e;
+    return null;
+  }
+  getBoundingClientRect() { return { top: 0, bottom: 10, height: 10 }; }
+  all(cls) {
+    const out = [];
+    const walk = (e) => { if (e.classList.contains(cls)) out.push(e); e.children.forEach(walk); };
+    walk(this);
+    return out;
+  }
+}
+const page = fs.readFileSync(process.argv[2], "utf8");
+const byId = {};
+const data = page.match(/<script type="application\/json" id="evx-data">([\s\S]*?)<\/script>/)[1];
+const ids = ["evx-position", "evx-where", "evx-emotion", "evx-layer", "evx-prev", "evx-next", "evx-transcript"];
+for (const id of ids) byId[id] = new El("div");
+byId["evx-data"] = new El("script"); byId["evx-data"].textContent = data;
+const document = { createElement: (tag) => new El(tag), getElementById: (id) => byId[id] };
+const code = page.match(/<script>([\s\S]*?)<\/script>/)[1];
+new Function("document", "requestAnimationFrame", code)(document, (fn) => fn());
+const root = byId["evx-transcript"];
+const spans = () => root.all("evx-token");
+const current = () => spans().findIndex((s) => s.classList.contains("evx-current"));
+const colours = () => spans().map((s) => s.style.backgroundColor);
+const badges = root.all("evx-badge").map((b) => b.textContent);
+const out = { n: spans().length, bubbles: root.all("evx-bubble").length, badges };
+out.start = current(); out.colours = colours();
+const slider = byId["evx-position"]; slider.value = "7"; slider.fire("input");
+out.afterSlide = current(); out.where = byId["evx-where"].textContent;
+const emotion = byId["evx-emotion"]; emotion.value = "calm"; emotion.fire("change"); out.calm = colours();
+const layer = byId["evx-layer"]; layer.value = "4"; layer.fire("change"); out.calm4 = colours();
+byId["evx-next"].fire("click"); out.afterNext = current();
+const scroller = root.all("evx-scroll")[0];
+scroller.fire("click", { target: spans()[20] }); out.afterClick = current();
+scroller.fire("mouseover", { target: spans()[Number(process.argv[3])], clientX: 5, clientY: 5 });
+out.tip = root.all("evx-tip")[0].textContent;
+out.legend = root.all("evx-legend")[0].textContent;
+console.log(JSON.stringify(out));
+"""
+
+
+def expected_colour(value: float, scale: float) -> str:
+    t = max(-1.0, min(1.0, value / scale))
+    end = (33, 102, 172) if t < 0 else (178, 24, 43)
+    mixed = [round(255 + (c - 255) * abs(t) + 1e-9) for c in end]
+    return f"rgb({mixed[0]}, {mixed[1]}, {mixed[2]})"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the front end")
+def test_front_end_recolours_and_highlights_from_data_it_already_has(trace, tmp_path):
+    scrubber = EpisodeScrubber(trace, emotions=["desperate", "calm"], layer=2)
+    page = scrubber.save_html(tmp_path / "page.html")
+    harness = tmp_path / "harness.js"
+    harness.write_text(FAKE_DOM)
+    hover = int(trace.tokens.loc[trace.tokens["message_index"] == 2, "token_index"].min()) + 1
+    run = subprocess.run(["node", str(harness), str(page), str(hover)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    n, scale = len(trace.tokens), scrubber.transcript.scale
+    assert (out["n"], out["bubbles"], out["badges"]) == (n, len(MESSAGES), ["fail", "fail", "pass"])
+    assert out["start"] == 0 and out["afterSlide"] == 7 and out["afterClick"] == 20
+    starts = trace.tokens.groupby("message_index")["token_index"].min().tolist()
+    assert out["afterNext"] == starts[int(trace.tokens["message_index"].iloc[7]) + 1]
+    desperate = [round(float(v), 3) for v in trace.z[:, 0, 0]]
+    calm4 = [round(float(v), 3) for v in trace.z[:, 1, 1]]
+    assert out["colours"][0] == "rgb(178, 24, 43)"  # the sink saturates instead of rescaling
+    assert out["colours"][1:] == [expected_colour(v, scale) for v in desperate[1:]]
+    assert out["calm4"] == [expected_colour(v, scale) for v in calm4]
+    assert out["calm"] != out["colours"] and out["calm4"] != out["calm"]
+    assert f"token 7 · message {trace.tokens['message_index'].iloc[7]}" in out["where"]
+    assert f"“·{trace.tokens['token'].iloc[hover].strip()}”" in out["tip"]  # leading space made visible
+    assert f"token {hover} · assistant · attempt 1 · layer 4" in out["tip"]
+    assert "desperate" in out["tip"] and "calm" in out["tip"]
+    assert out["legend"].startswith("calm · layer 4")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to check the module")
+def test_transcript_module_parses_as_an_es_module(tmp_path):
+    module = tmp_path / "transcript.mjs"
+    module.write_text(JS_PATH.read_text())
+    probe = (
+        f"import w from {json.dumps(module.as_uri())};"
+        "console.log(JSON.stringify([typeof w.render, w.divergingColour(0, 2), w.divergingColour(-600, 2),"
+        " w.divergingColour(1, 2), w.divergingColour(null, 2)]));"
+    )
+    run = subprocess.run(["node", "--input-type=module", "-e", probe], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == [
+        "function",
+        "rgb(255, 255, 255)",
+        "rgb(33, 102, 172)",
+        expected_colour(1, 2),
+        "transparent",
+    ]
+
+
+# --- CompareView ------------------------------------------------------------------------------
+def direct_attempt_means(trace: IntensityTrace, emotion: str, layer: int) -> pd.Series:
+    frame = trace.tokens.copy()
+    frame["z"] = trace.z[:, trace.emotions.index(emotion), trace.layers.index(layer)].astype(float)
+    chosen = frame[(frame["role"] == "assistant") & frame["in_content"] & frame["attempt"].notna()]
+    return chosen.groupby(chosen["attempt"].astype(int))["z"].mean()
+
+
+STATS = {
+    "model": "synthetic-model",
+    "episode": "synthetic",
+    "control": "synthetic-control",
+    "emotion": "desperate",
+    "failed_attempts": [1, 2],
+    "layers": [
+        {
+            "layer": 4,
+            "difference_trend": {"slope_z_per_attempt": 0.4321, "permutation_p": 0.0417, "permutation_p_holm": 0.0417},
+            "random_directions": {"n": 64, "p": 0.0308},
+            "shuffled_label_null": {"n": 3, "p": 0.25},
+            "specificity": {"rank": 2, "of": 3, "top_rises": ["afraid", "desperate", "calm"]},
+        }
+    ],
+}
+
+
+def test_compare_view_per_attempt_means_equal_a_direct_computation(trace):
+    control = make_trace(seed=11, episode_id="synthetic-control")
+    view = CompareView(trace, control, "desperate", stats=STATS)
+    assert view.layer == 4
+    a, b = direct_attempt_means(trace, "desperate", 4), direct_attempt_means(control, "desperate", 4)
+    assert list(view.means.index) == [1, 2, 3]
+    assert view.means["episode"].to_numpy() == pytest.approx(a.to_numpy(), abs=1e-6)
+    assert view.means["control"].to_numpy() == pytest.approx(b.to_numpy(), abs=1e-6)
+    assert view.means["difference"].to_numpy() == pytest.approx((a - b).to_numpy(), abs=1e-6)
+    rows = next(rows for rows in view.chart.spec["datasets"].values() if rows and "series" in rows[0])
+    plotted = {(r["series"], r["attempt"]): r["z"] for r in rows}
+    assert plotted[("difference", 2)] == pytest.approx(a[2] - b[2], abs=1e-4)
+    assert len(rows) == 9
+    for number in ("0.432", "0.0417", "0.0308", "0.25", "2 of 3"):
+        assert number in view.table.value
+    assert "Holm" not in view.table.value  # one layer: nothing to adjust
+
+
+def test_compare_view_without_stats_uses_the_default_layer_and_labels(trace):
+    control = make_trace(seed=5)
+    view = CompareView(trace, control, "calm", labels=("pressure", "calm feedback"), layer=2)
+    expected = direct_attempt_means(trace, "calm", 2) - direct_attempt_means(control, "calm", 2)
+    assert list(view.means.columns) == ["pressure", "calm feedback", "difference"]
+    assert view.means["difference"].to_numpy() == pytest.approx(expected.to_numpy(), abs=1e-6)
+    assert "specificity" not in view.table.value
+    with pytest.raises(ExplorerError, match="layer 3 was not traced"):
+        CompareView(trace, control, "calm", layer=3)
+
+
+# --- EmotionAtlas -----------------------------------------------------------------------------
+ATLAS_EMOTIONS = ["happy", "sad", "afraid", "calm", "angry"]
+
+
+def make_vectors(n_layers: int = 4, width: int = 16) -> EmotionVectors:
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(n_layers, len(ATLAS_EMOTIONS), width, generator=generator)
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    k = len(ATLAS_EMOTIONS)
+    return EmotionVectors(
+        directions,
+        ATLAS_EMOTIONS,
+        torch.zeros(n_layers, k),
+        torch.ones(n_layers, k),
+        torch.ones(n_layers),
+        torch.zeros(n_layers, width),
+        {"model": "synthetic-model"},
+    )
+
+
+NORMS = pd.DataFrame({"valence": [8.0, 2.1, 2.4, 6.9, 2.5], "arousal": [6.0, 3.5, 6.6, 1.7, 6.2]}, index=ATLAS_EMOTIONS)
+
+
+def atlas_rows(chart: alt.JupyterChart, column: str) -> list[dict]:
+    return next(rows for rows in chart.spec["datasets"].values() if rows and column in rows[0])
+
+
+def test_atlas_layer_slider_recomputes_pca_and_cosines():
+    vectors = make_vectors()
+    atlas = EmotionAtlas(vectors, norms=NORMS, layer=1)
+    scores, _ = vectors.pca(1)
+    rows = atlas_rows(atlas.pca_chart, "pc1")
+    assert {r["emotion"]: r["pc1"] for r in rows} == pytest.approx(scores["pc1"].to_dict())
+    assert {r["emotion"]: r["valence"] for r in rows} == pytest.approx(NORMS["valence"].to_dict())
+    atlas.layer_slider.value = 3
+    scores3, explained3 = vectors.pca(3)
+    rows = atlas_rows(atlas.pca_chart, "pc1")
+    assert {r["emotion"]: r["pc2"] for r in rows} == pytest.approx(scores3["pc2"].to_dict())
+    assert atlas.pca_chart.spec["title"]["text"].startswith("layer 3")
+    cosines = atlas_rows(atlas.cosine_chart, "cosine")
+    matrix = vectors.cosine_matrix(3)
+    assert len(cosines) == len(ATLAS_EMOTIONS) ** 2
+    for r in cosines:
+        assert r["cosine"] == pytest.approx(matrix.loc[r["a"], r["b"]], abs=1e-3)
+    norms_rows = atlas_rows(atlas.norms_chart, "arousal")
+    assert {r["emotion"]: r["arousal"] for r in norms_rows} == NORMS["arousal"].to_dict()
+
+
+def test_atlas_leaves_out_the_ratings_panel_when_norms_are_missing(monkeypatch):
+    import explorer.validation
+
+    def missing(emotions):
+        raise ExplorerError("human valence/arousal norms not found")
+
+    monkeypatch.setattr(explorer.validation, "norms_for", missing)
+    atlas = EmotionAtlas(make_vectors())
+    assert atlas.norms is None and atlas.norms_chart is None
+    assert atlas.layer_slider.value == 3  # round(2 * 4 / 3)
+    assert "valence" not in json.dumps(atlas.pca_chart.spec)
+
+
+def test_widgets_package_is_not_imported_by_explorer():
+    code = "import sys, explorer, explorer.stats, explorer.tracing; print('widgets' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "False", run.stderr

@@ -1,0 +1,163 @@
+"""CompareView: an episode against its matched control, attempt by attempt."""
+
+from __future__ import annotations
+
+import html
+
+import altair as alt
+import ipywidgets as widgets
+import pandas as pd
+
+from explorer.errors import ExplorerError
+from explorer.stats import attempt_means
+from explorer.tracing import IntensityTrace
+
+from ._common import enable_offline_charts
+
+SERIES_COLOURS = ["#1f77b4", "#ff7f0e", "#555555"]
+
+
+def per_attempt_means(trace: IntensityTrace, emotion: str, layer: int) -> pd.Series:
+    """Mean z of ``emotion`` at ``layer`` per attempt over assistant content tokens."""
+    values = trace.emotion(emotion, layer)[:, None]
+    return attempt_means(trace.tokens, values, ["assistant"])[0]
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return html.escape(str(value))
+
+
+def stats_rows(stats: dict) -> list[tuple[str, str]]:
+    """The key numbers of the first layer block of :func:`explorer.compare`'s output."""
+    blocks = stats.get("layers") or []
+    if not blocks:
+        return []
+    block = blocks[0]
+    trend = block.get("difference_trend") or {}
+    randoms = block.get("random_directions") or {}
+    null = block.get("shuffled_label_null")
+    spec = block.get("specificity") or {}
+    holm = len(blocks) > 1  # Holm only adjusts anything when several layers were scanned
+    rows = [
+        ("layer", _fmt(block.get("layer"))),
+        ("failed attempts", _fmt(", ".join(map(str, stats.get("failed_attempts", []))))),
+        ("difference slope (z / attempt)", _fmt(trend.get("slope_z_per_attempt"))),
+        ("permutation p", _fmt(trend.get("permutation_p"))),
+    ]
+    if holm:
+        rows.append(("permutation p (Holm)", _fmt(trend.get("permutation_p_holm"))))
+    rows.append((f"random directions p (n={randoms.get('n', '?')})", _fmt(randoms.get("p"))))
+    if null is None:
+        rows.append(("shuffled-label null p", "– (no null shipped with the vectors)"))
+    else:
+        rows.append((f"shuffled-label null p (n={null.get('n', '?')})", _fmt(null.get("p"))))
+    if spec:
+        rows.append(("specificity rank", f"{spec.get('rank', '?')} of {spec.get('of', '?')}"))
+        if spec.get("top_rises"):
+            rows.append(("largest rises", html.escape(", ".join(spec["top_rises"]))))
+    return rows
+
+
+class CompareView(widgets.VBox):
+    """Per-attempt mean z of ``emotion`` in two traces (episode and control) and their difference.
+
+    Args:
+        trace_a, trace_b: traces of the episode and of its matched control (same model, layer).
+        emotion: the emotion to compare.
+        stats: optional output of :func:`explorer.compare` for the same pair; its key numbers
+            (first layer block) are shown in a table.
+        labels: names of the two traces in the legend.
+        layer: layer to read (default: the first layer of ``stats``, else trace_a's default).
+    """
+
+    def __init__(
+        self,
+        trace_a: IntensityTrace,
+        trace_b: IntensityTrace,
+        emotion: str,
+        stats: dict | None = None,
+        labels: tuple[str, str] = ("episode", "control"),
+        layer: int | None = None,
+    ):
+        if layer is None:
+            blocks = (stats or {}).get("layers") or []
+            layer = blocks[0]["layer"] if blocks else trace_a.default_layer
+        for trace in (trace_a, trace_b):
+            if layer not in trace.layers:
+                raise ExplorerError(f"layer {layer} was not traced for '{trace.episode.id}'; it has {trace.layers}")
+        if labels[0] == labels[1]:
+            raise ExplorerError(f"labels must differ; got {labels[0]!r} twice")
+        self.emotion = emotion
+        self.layer = int(layer)
+        self.labels = tuple(labels)
+        a = per_attempt_means(trace_a, emotion, layer)
+        b = per_attempt_means(trace_b, emotion, layer)
+        means = pd.concat({labels[0]: a, labels[1]: b}, axis=1).sort_index()
+        means["difference"] = means[labels[0]] - means[labels[1]]
+        means.index.name = "attempt"
+        self.means = means
+
+        enable_offline_charts()
+        self.chart = alt.JupyterChart(self._build_chart())
+        self.stats = stats
+        self.table = widgets.HTML(self._table_html(stats))
+        title = widgets.HTML(
+            f"<b>{html.escape(emotion)}</b>: {html.escape(trace_a.episode.id)} vs {html.escape(trace_b.episode.id)}"
+            f" · layer {self.layer} · mean z over assistant content tokens per attempt"
+        )
+        super().__init__(children=[title, self.chart, self.table])
+
+    def _build_chart(self) -> alt.LayerChart:
+        long = self.means.reset_index().melt("attempt", var_name="series", value_name="z").dropna(subset=["z"])
+        long["z"] = long["z"].round(4)
+        domain = [*self.labels, "difference"]
+        colour = alt.Color(
+            "series:N", scale=alt.Scale(domain=domain, range=SERIES_COLOURS), legend=alt.Legend(title=None)
+        )
+        attempts = [int(a) for a in self.means.index]
+        x = alt.X("attempt:Q", axis=alt.Axis(values=attempts, format="d", grid=False), title="attempt")
+        y = alt.Y("z:Q", title=f"mean z ({self.emotion}, layer {self.layer})")
+        tooltip = ["series:N", "attempt:Q", alt.Tooltip("z:Q", format="+.3f")]
+        base = alt.Chart(long)
+        traces = (
+            base.transform_filter(alt.FieldOneOfPredicate(field="series", oneOf=list(self.labels)))
+            .mark_line(point=True)
+            .encode(x=x, y=y, color=colour, tooltip=tooltip)
+        )
+        difference = (
+            base.transform_filter(alt.FieldEqualPredicate(field="series", equal="difference"))
+            .mark_line(point=True, strokeDash=[5, 3])
+            .encode(x=x, y=y, color=colour, tooltip=tooltip)
+        )
+        zero = alt.Chart(pd.DataFrame({"z": [0.0]})).mark_rule(color="#aaa").encode(y="z:Q")
+        return alt.layer(zero, traces, difference).properties(width=520, height=240)
+
+    def _table_html(self, stats: dict | None) -> str:
+        rows = stats_rows(stats or {})
+        per_attempt = "".join(
+            f"<tr><td>{int(a)}</td>"
+            + "".join(f"<td style='text-align:right'>{_signed3(v)}</td>" for v in row)
+            + "</tr>"
+            for a, row in zip(self.means.index, self.means.to_numpy())
+        )
+        header = "".join(f"<th>{html.escape(str(c))}</th>" for c in self.means.columns)
+        table = (
+            "<table style='border-collapse:collapse;font-size:12px'>"
+            f"<tr><th>attempt</th>{header}</tr>{per_attempt}</table>"
+        )
+        if not rows:
+            return table
+        key_numbers = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{v}</b></td></tr>" for k, v in rows)
+        return (
+            "<div style='display:flex;gap:32px;align-items:flex-start'>"
+            f"{table}<table style='border-collapse:collapse;font-size:12px'>{key_numbers}</table></div>"
+        )
+
+
+def _signed3(value) -> str:
+    value = float(value)
+    return "–" if value != value else f"{value:+.3f}"
