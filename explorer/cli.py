@@ -132,6 +132,13 @@ def _headline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus(args: argparse.Namespace) -> int:
+    from .corpus import summary
+
+    print(summary())
+    return 0
+
+
 def _write_csv(table, out: str | None) -> None:
     if out:
         if Path(out).parent and not Path(out).parent.exists():
@@ -261,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     head.add_argument("--json", action="store_true", help="every row as JSON instead of the Markdown summary")
     head.set_defaults(run=_headline)
+
+    corpus = commands.add_parser("corpus", help="counts of the shipped story corpus (for its datasheet)")
+    corpus.set_defaults(run=_corpus)
     return parser
 
 

@@ -142,7 +142,3 @@ def summary() -> str:
         f"{len(corpus.neutral)} neutral dialogues on {len(set(corpus.neutral_topics))} topics; "
         f"sha256 {corpus.fingerprint()[:16]}"
     )
-
-
-if __name__ == "__main__":
-    print(summary())

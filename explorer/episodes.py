@@ -137,6 +137,29 @@ def load_episode(name_or_path: str | Path) -> Episode:
     return parse_episode(data, str(path))
 
 
+def escalation_templates() -> list[dict]:
+    """Numeric escalation templates (``explorer/data/escalation.json``): a fixed prompt with one
+    number that grows more dangerous (``danger`` "up") or less (``"down"``) as it rises."""
+    return json.loads((EPISODES_DIR.parent / "escalation.json").read_text())["templates"]
+
+
+def escalation_set(template_id: str) -> list[Episode]:
+    """One single-message episode per value of an escalation template, in order of value."""
+    templates = {t["id"]: t for t in escalation_templates()}
+    if template_id not in templates:
+        raise ExplorerError(f"no escalation template '{template_id}'; templates: {', '.join(templates)}")
+    t = templates[template_id]
+    return [
+        Episode(
+            id=f"{template_id}-{value:g}",
+            title=f"{template_id} = {value:g}",
+            description=f"Numeric escalation ({t['danger']} = more danger): {t['text']}",
+            messages=(Message("user", t["text"].format(x=f"{value:g}")),),
+        )
+        for value in t["values"]
+    ]
+
+
 def load_control(episode: Episode) -> Episode:
     if not episode.control:
         raise ExplorerError(f"{episode.source or episode.id}: has no 'control'; name one with --control")

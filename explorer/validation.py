@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from scipy import stats
 
 from .activations import reduce_layers
+from .episodes import escalation_templates
 from .errors import ExplorerError
 from .models import Model
 from .vectors import (
@@ -157,10 +157,6 @@ def geometry(
 
 
 # --- (c) numeric escalation ----------------------------------------------------------------
-def escalation_templates() -> list[dict]:
-    return json.loads((Path(__file__).parent / "data" / "escalation.json").read_text())["templates"]
-
-
 def reply_prompt(model: Model, text: str) -> str:
     """A user message as the model sees it just before it replies (chat template, or a plain
     Person/AI transcript for base models)."""

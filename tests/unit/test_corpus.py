@@ -75,8 +75,8 @@ def test_user_story_files_are_validated_with_file_line_and_field(tmp_path):
     cases = {
         '{"emotion": "x", "txt": "a"}': "line 1: unknown field 'txt'",
         '{"emotion": "x"}': "line 1: field 'text' is missing",
-        '{"emotion": "", "text": "a"}': "field 'emotion' must be a non-empty string",
-        '{"emotion": "x", "text": "a", "topic": "two"}': "field 'topic' must be an integer",
+        '{"emotion": "", "text": "a"}': "line 1: field 'emotion' must be a non-empty string",
+        '{"emotion": "x", "text": "a", "topic": "two"}': "line 1: field 'topic' must be an integer",
         "not json": "line 1: not valid JSON",
     }
     for line, message in cases.items():
