@@ -139,10 +139,15 @@ def _corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def output_path(value: str) -> str:
+    """argparse type for --out options: refuse a missing folder before any work is done."""
+    if not Path(value).expanduser().resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: its folder does not exist; create it or choose another path")
+    return value
+
+
 def _write_csv(table, out: str | None) -> None:
     if out:
-        if Path(out).parent and not Path(out).parent.exists():
-            raise ExplorerError(f"{out}: its folder does not exist; create it or choose another --out")
         table.to_csv(out, index=False, float_format="%.5g")
         print(f"{len(table)} rows -> {out}", file=sys.stderr)
     else:
@@ -196,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build emotion vectors by the paper's recipe from the shipped corpus plus your stories.",
     )
     _add_model(build)
-    build.add_argument("--out", help="output .safetensors file (default: the shipped file for the model)")
+    build.add_argument(
+        "--out", type=output_path, help="output .safetensors file (default: the shipped file for the model)"
+    )
     build.add_argument("--stories", help='JSONL file of your own stories, one {"emotion": ..., "text": ...} per line')
     build.add_argument("--offset", type=int, default=10, help="tokens skipped at each story's start (default 10)")
     build.add_argument(
@@ -213,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(report)
     report.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     report.add_argument("--json", action="store_true", help="print the full report as JSON")
-    report.add_argument("--out", help="also write the full JSON report to this file")
+    report.add_argument("--out", type=output_path, help="also write the full JSON report to this file")
     report.set_defaults(run=_vectors_report)
 
     score = commands.add_parser(
@@ -225,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(score)
     score.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     score.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
-    score.add_argument("--out", help="CSV file to write (default: standard output)")
+    score.add_argument("--out", type=output_path, help="CSV file to write (default: standard output)")
     score.set_defaults(run=_score)
 
     tracer = commands.add_parser(
@@ -238,8 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(tracer)
     tracer.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     tracer.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
-    tracer.add_argument("--out", help="CSV file to write (default: standard output)")
-    tracer.add_argument("--parquet", help="also write every layer in long format to this Parquet file")
+    tracer.add_argument("--out", type=output_path, help="CSV file to write (default: standard output)")
+    tracer.add_argument(
+        "--parquet", type=output_path, help="also write every layer in long format to this Parquet file"
+    )
     tracer.set_defaults(run=_trace)
 
     comparer = commands.add_parser(

@@ -110,6 +110,21 @@ def _pc_correlations(matrix: np.ndarray, valence: np.ndarray, arousal: np.ndarra
     )
 
 
+def probe_r(matrix: np.ndarray, target: np.ndarray, ridge: float = 1.0) -> float:
+    """Pearson r between ``target`` and its leave-one-emotion-out ridge prediction from the
+    vectors: whether the rating is linearly readable from them at all, whatever PCA ranks first."""
+    predictions = np.empty_like(target, dtype=float)
+    for i in range(len(target)):
+        keep = np.arange(len(target)) != i
+        x, y = matrix[keep], target[keep]
+        x_mean, y_mean = x.mean(0), y.mean()
+        xc = x - x_mean
+        # dual form: cheap with 40 emotions and hundreds of dimensions
+        alpha = np.linalg.solve(xc @ xc.T + ridge * np.eye(len(xc)), y - y_mean)
+        predictions[i] = y_mean + (matrix[i] - x_mean) @ (xc.T @ alpha)
+    return float(stats.pearsonr(predictions, target)[0])
+
+
 def geometry(
     vectors: EmotionVectors,
     extraction: Extraction | None = None,
@@ -139,8 +154,13 @@ def geometry(
             )[:2]
             for d in range(draws)
         ]
+        matrix = vectors.at(layer)[idx].double().numpy()
+        random_matrix = random_unit_directions(len(idx), vectors.width, seed + 7 + layer).numpy()
         row = {
             "layer": layer,
+            "valence_probe_r": probe_r(matrix, valence),
+            "arousal_probe_r": probe_r(matrix, arousal),
+            "random_valence_probe_r": probe_r(random_matrix, valence),
             "pc1_valence_r": r1,
             "pc2_arousal_r": r2,
             "pc1_variance": e1,
@@ -235,7 +255,8 @@ def format_report(result: dict) -> str:
         f"valence/arousal norms for {len(result['norms_emotions'])} emotions (Warriner et al. 2013); "
         f"paper: PC1-valence r {PAPER['pc1_valence_r']}, PC2-arousal r {PAPER['pc2_arousal_r']}",
         "",
-        "layer  heldout  shuffled  |r|pc1-val  rand95  shuf95  |r|pc2-aro  rand95  esc-afraid  esc-calm  rand95",
+        "layer  heldout  shuffled  |r|pc1-val  rand95  shuf95  |r|pc2-aro  rand95  val-probe  aro-probe  "
+        "esc-afraid  esc-calm  rand95",
     ]
     for row in result["per_layer"]:
         mark = "*" if row["layer"] == result["rule_layer"] else " "
@@ -243,7 +264,8 @@ def format_report(result: dict) -> str:
             f"{row['layer']:>4}{mark}  {row['heldout_accuracy']:7.3f}  {row['shuffled_label_accuracy']:8.3f}  "
             f"{row['pc1_valence_r']:10.3f}  {row['random_pc1_valence_r95']:6.3f}  "
             f"{row.get('shuffled_pc1_valence_r95', float('nan')):6.3f}  {row['pc2_arousal_r']:10.3f}  "
-            f"{row['random_pc2_arousal_r95']:6.3f}  {row['escalation_afraid_rho']:10.3f}  "
+            f"{row['random_pc2_arousal_r95']:6.3f}  {row['valence_probe_r']:9.3f}  {row['arousal_probe_r']:9.3f}  "
+            f"{row['escalation_afraid_rho']:10.3f}  "
             f"{row['escalation_calm_rho']:8.3f}  {row['escalation_random_rho95']:6.3f}"
         )
     lines += ["", "escalation at the rule layer (Spearman rho against danger):"]

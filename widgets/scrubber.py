@@ -88,6 +88,9 @@ class EpisodeScrubber(widgets.VBox):
         self.chart = alt.JupyterChart(self._build_chart(layer, 0, emotions[0]))
 
         # Python-side links so the kernel's state is always the displayed state (and testable).
+        # jslink moves the highlight in the browser without a kernel round trip; the Python link
+        # keeps the kernel-side state (and tests without a browser) in step.
+        widgets.jslink((self.slider, "value"), (self.transcript, "position"))
         traitlets.link((self.slider, "value"), (self.transcript, "position"))
         traitlets.link((self.emotion_dropdown, "value"), (self.transcript, "emotion"))
         traitlets.link((self.layer_dropdown, "value"), (self.transcript, "layer"))
