@@ -220,7 +220,8 @@ def render(model, episode: Episode) -> RenderedEpisode:
                 "token": model.tokenizer.decode([token_id]),
                 "start": start,
                 "end": end,
-                "in_content": spans[m][0] <= start < spans[m][1],
+                # a token may straddle the turn header and the content (" You" after "System:")
+                "in_content": start < spans[m][1] and end > spans[m][0],
             }
         )
     tokens = pd.DataFrame(rows)

@@ -28,6 +28,7 @@ from .vectors import EmotionVectors
 
 log = logging.getLogger(__name__)
 TOKEN_COLUMNS = ["token_index", "message_index", "role", "attempt", "token"]
+TRACE_FORMAT = 2  # part of every cache key: bump when rendering or the stored arrays change
 
 
 @dataclass
@@ -98,7 +99,7 @@ class IntensityTrace:
 
 def _trace_key(model: Model, vectors: EmotionVectors, episode: Episode, layers: list[int]) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{model.name}\0{model.sha256}\0{layers}\0".encode())
+    digest.update(f"{TRACE_FORMAT}\0{model.name}\0{model.sha256}\0{layers}\0".encode())
     digest.update(vectors.directions.numpy().tobytes())
     digest.update(vectors.neutral_mean.numpy().tobytes() + vectors.neutral_std.numpy().tobytes())
     digest.update(episode.canonical_json().encode())
