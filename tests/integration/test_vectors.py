@@ -104,7 +104,10 @@ def test_validation_beats_its_floors_at_the_rule_layer(default_model, rebuilt):
     assert accuracy[layer] > 5 * chance
     assert shuffled[layer] < 2.5 * chance
     geo = validation.geometry(built, draws=20)
-    assert geo.loc[layer, "pc1_valence_r"] > geo.loc[layer, "random_pc1_valence_r95"]
+    # valence is linearly readable from the vectors (held-out probe), unlike from random directions;
+    # PC1 itself is not valence on this model (docs/VECTORS.md), so that is not asserted
+    assert geo.loc[layer, "valence_probe_r"] > 0.4
+    assert geo.loc[layer, "valence_probe_r"] > geo.loc[layer, "random_valence_probe_r"] + 0.3
 
 
 def test_score_cli_ranks_labelled_texts_sensibly(tmp_path):
