@@ -154,13 +154,16 @@ def _write_csv(table, out: str | None) -> None:
         table.to_csv(sys.stdout, index=False, float_format="%.5g")
 
 
-def _add_model(p: argparse.ArgumentParser) -> None:
+def _add_model(p: argparse.ArgumentParser, vectors: bool = True) -> None:
+    """--model, and (for commands that read out) --vectors."""
     p.add_argument(
         "--model",
         "-m",
         default=models.DEFAULT_MODEL,
         help=f"zoo name, Hugging Face id or local directory (default: {models.DEFAULT_MODEL})",
     )
+    if vectors:
+        p.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="build emotion vectors from the story corpus (one forward pass per story)",
         description="Build emotion vectors by the paper's recipe from the shipped corpus plus your stories.",
     )
-    _add_model(build)
+    _add_model(build, vectors=False)
     build.add_argument(
         "--out", type=output_path, help="output .safetensors file (default: the shipped file for the model)"
     )
@@ -218,7 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate vectors: held-out accuracy, valence/arousal, escalation, random floors",
     )
     _add_model(report)
-    report.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     report.add_argument("--json", action="store_true", help="print the full report as JSON")
     report.add_argument("--out", type=output_path, help="also write the full JSON report to this file")
     report.set_defaults(run=_vectors_report)
@@ -230,7 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("texts", help='JSONL file, one {"id": ..., "text": ...} per line')
     _add_model(score)
-    score.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     score.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
     score.add_argument("--out", type=output_path, help="CSV file to write (default: standard output)")
     score.set_defaults(run=_score)
@@ -243,7 +244,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tracer.add_argument("episode", help="an episode file (JSON/YAML) or the id of a shipped episode")
     _add_model(tracer)
-    tracer.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     tracer.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
     tracer.add_argument("--out", type=output_path, help="CSV file to write (default: standard output)")
     tracer.add_argument(
@@ -261,7 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
     comparer.add_argument("--control", help="the matched control (default: the episode's 'control')")
     comparer.add_argument("--emotion", "-e", required=True, help="emotion to test, e.g. desperate")
     _add_model(comparer)
-    comparer.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     comparer.add_argument(
         "--layers", help="comma-separated layers or 'all' (Holm-corrected); default: the model's default layer"
     )
@@ -274,7 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs `compare` for the three matched contrasts of the impossible-code set at every layer.",
     )
     _add_model(head)
-    head.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
     head.add_argument("--json", action="store_true", help="every row as JSON instead of the Markdown summary")
     head.set_defaults(run=_headline)
 
