@@ -100,20 +100,35 @@ def compare(
     n_random: int = 64,
 ) -> dict:
     """Does ``emotion`` rise across the failed attempts of ``episode`` more than in ``control``?
+    One emotion of :func:`compare_emotions`; see there for the arguments."""
+    return compare_emotions(model, episode, vectors, [emotion], control, layers, n_random)[0]
+
+
+def compare_emotions(
+    model: Model,
+    episode: Episode,
+    vectors: EmotionVectors,
+    emotions: Sequence[str],
+    control: Episode | None = None,
+    layers: Sequence[int] | str | None = None,
+    n_random: int = 64,
+) -> list[dict]:
+    """Does ``emotion`` rise across the failed attempts of ``episode`` more than in ``control``?
 
     Args:
         model, vectors: as for :func:`explorer.trace`.
         episode: the condition under test; its ``control`` is used when none is given.
-        emotion: the emotion to test (the others are used for specificity).
+        emotions: the emotions to test, each against the same two forward passes (all emotions are
+            read in them anyway: the others serve for specificity).
         control: a matched episode: same roles, attempts and (ideally) assistant messages.
         layers: a layer, a list, or "all" (p-values then corrected with Holm's method);
             default: the model's read-out layer.
         n_random: random directions in the baseline.
 
-    Returns a JSON-ready dict; see docs/STATISTICS.md for every field.
+    Returns one JSON-ready dict per emotion; see docs/STATISTICS.md for every field.
     """
     vectors.check_model(model)
-    target = vectors.index(emotion)
+    targets = [vectors.index(emotion) for emotion in emotions]
     control = control or load_control(episode)
     if layers is None:
         layers = [model.default_layer]
@@ -145,106 +160,111 @@ def compare(
         passes[name] = (rendered.tokens, readout_pass(model, ids, {layer: directions(layer) for layer in layers}))
 
     x = np.asarray(fails, dtype=float)
-    results = []
-    for j, layer in enumerate(layers):
-        mean, std = vectors.neutral_mean[layer].numpy(), vectors.neutral_std[layer].numpy()
-        tables = {}
-        for name, (tokens, projections) in passes.items():
-            values = projections[:, :, j]
-            z = (values[:, :n_emotions] - mean) / std
-            tables[name] = {
-                "assistant": attempt_means(tokens, z, ["assistant"]),
-                "feedback": attempt_means(tokens, z, ["tool", "user"]),
-                "all": attempt_means(tokens, values, ["assistant"]),
-            }
-        ctl_tokens, ctl_values = passes["control"]
-        attempt_mask = ctl_tokens["attempt"].notna().to_numpy()
-        scale = ctl_values[attempt_mask, :, j].std(0) + 1e-12  # per direction, control attempt tokens
-        diff = (tables["episode"]["all"].loc[fails] - tables["control"]["all"].loc[fails]).to_numpy() / scale
-        slopes = slope(x, diff)
-        emotion_slopes = slopes[:n_emotions]
-        null_slopes = slopes[n_emotions : n_emotions + n_null]
-        random_slopes = slopes[n_emotions + n_null :]
-        ep_z = tables["episode"]["assistant"][target]
-        ctl_z = tables["control"]["assistant"][target]
-        rho_ep = stats.spearmanr(x, ep_z.loc[fails]) if len(fails) > 2 else (np.nan, np.nan)
-        rho_ctl = stats.spearmanr(x, ctl_z.loc[fails]) if len(fails) > 2 else (np.nan, np.nan)
-        diff_z = (ep_z.loc[fails] - ctl_z.loc[fails]).to_numpy()
-        per_attempt = []
-        for a in sorted(set(tables["episode"]["assistant"].index) | set(tables["control"]["assistant"].index)):
+    reports = []
+    for emotion, target in zip(emotions, targets):
+        results = []
+        for j, layer in enumerate(layers):
+            mean, std = vectors.neutral_mean[layer].numpy(), vectors.neutral_std[layer].numpy()
+            tables = {}
+            for name, (tokens, projections) in passes.items():
+                values = projections[:, :, j]
+                z = (values[:, :n_emotions] - mean) / std
+                tables[name] = {
+                    "assistant": attempt_means(tokens, z, ["assistant"]),
+                    "feedback": attempt_means(tokens, z, ["tool", "user"]),
+                    "all": attempt_means(tokens, values, ["assistant"]),
+                }
+            ctl_tokens, ctl_values = passes["control"]
+            attempt_mask = ctl_tokens["attempt"].notna().to_numpy()
+            scale = ctl_values[attempt_mask, :, j].std(0) + 1e-12  # per direction, control attempt tokens
+            diff = (tables["episode"]["all"].loc[fails] - tables["control"]["all"].loc[fails]).to_numpy() / scale
+            slopes = slope(x, diff)
+            emotion_slopes = slopes[:n_emotions]
+            null_slopes = slopes[n_emotions : n_emotions + n_null]
+            random_slopes = slopes[n_emotions + n_null :]
+            ep_z = tables["episode"]["assistant"][target]
+            ctl_z = tables["control"]["assistant"][target]
+            rho_ep = stats.spearmanr(x, ep_z.loc[fails]) if len(fails) > 2 else (np.nan, np.nan)
+            rho_ctl = stats.spearmanr(x, ctl_z.loc[fails]) if len(fails) > 2 else (np.nan, np.nan)
+            diff_z = (ep_z.loc[fails] - ctl_z.loc[fails]).to_numpy()
+            per_attempt = []
+            for a in sorted(set(tables["episode"]["assistant"].index) | set(tables["control"]["assistant"].index)):
 
-            def get(table, a=a):
-                return _clean(table[target].get(a, np.nan))
+                def get(table, a=a, target=target):
+                    return _clean(table[target].get(a, np.nan))
 
-            per_attempt.append(
+                per_attempt.append(
+                    {
+                        "attempt": int(a),
+                        "failed": a in fails,
+                        "episode_assistant": get(tables["episode"]["assistant"]),
+                        "control_assistant": get(tables["control"]["assistant"]),
+                        "episode_feedback": get(tables["episode"]["feedback"]),
+                        "control_feedback": get(tables["control"]["feedback"]),
+                    }
+                )
+            passed = [a for a in episode.attempts if a > fails[-1] and a in shared]
+            after_pass = None
+            if passed:
+                first = passed[0]
+                d_pass = float(ep_z.get(first, np.nan) - ctl_z.get(first, np.nan))
+                after_pass = {
+                    "attempt": first,
+                    "difference_at_last_failure": _clean(float(diff_z[-1])),
+                    "difference_after_pass": _clean(d_pass),
+                    "drop": _clean(float(diff_z[-1]) - d_pass),
+                }
+            rank = int((emotion_slopes > emotion_slopes[target]).sum()) + 1
+            results.append(
                 {
-                    "attempt": int(a),
-                    "failed": a in fails,
-                    "episode_assistant": get(tables["episode"]["assistant"]),
-                    "control_assistant": get(tables["control"]["assistant"]),
-                    "episode_feedback": get(tables["episode"]["feedback"]),
-                    "control_feedback": get(tables["control"]["feedback"]),
+                    "layer": layer,
+                    "per_attempt": per_attempt,
+                    "episode_trend": {"spearman_rho": _clean(float(rho_ep[0])), "p": _clean(float(rho_ep[1]))},
+                    "control_trend": {"spearman_rho": _clean(float(rho_ctl[0])), "p": _clean(float(rho_ctl[1]))},
+                    "difference_trend": {
+                        "slope_z_per_attempt": _clean(float(slope(x, diff_z[:, None])[0])),
+                        "slope_control_sd_per_attempt": _clean(float(emotion_slopes[target])),
+                        "spearman_rho": _clean(float(stats.spearmanr(x, diff_z)[0])),
+                        "permutation_p": _clean(permutation_p(x, diff[:, target])),
+                    },
+                    "random_directions": {
+                        "n": n_random,
+                        "abs_slope_mean": _clean(float(np.abs(random_slopes).mean())),
+                        "abs_slope_p95": _clean(float(np.percentile(np.abs(random_slopes), 95))),
+                        "p": _clean(_exceedance_p(emotion_slopes[target], random_slopes)),
+                    },
+                    "shuffled_label_null": None
+                    if not n_null
+                    else {
+                        "n": n_null,
+                        "abs_slope_p95": _clean(float(np.percentile(np.abs(null_slopes), 95))),
+                        "p": _clean(_exceedance_p(emotion_slopes[target], null_slopes)),
+                    },
+                    "specificity": {
+                        "rank": rank,
+                        "of": n_emotions,
+                        "top_rises": [vectors.emotions[i] for i in np.argsort(-emotion_slopes)[:5]],
+                    },
+                    "after_pass": after_pass,
                 }
             )
-        passed = [a for a in episode.attempts if a > fails[-1] and a in shared]
-        after_pass = None
-        if passed:
-            first = passed[0]
-            d_pass = float(ep_z.get(first, np.nan) - ctl_z.get(first, np.nan))
-            after_pass = {
-                "attempt": first,
-                "difference_at_last_failure": _clean(float(diff_z[-1])),
-                "difference_after_pass": _clean(d_pass),
-                "drop": _clean(float(diff_z[-1]) - d_pass),
-            }
-        rank = int((emotion_slopes > emotion_slopes[target]).sum()) + 1
-        results.append(
+        for key in ("permutation_p",):
+            adjusted = holm([r["difference_trend"][key] for r in results])
+            for r, p in zip(results, adjusted):
+                r["difference_trend"][f"{key}_holm"] = _clean(p)
+        for block in ("random_directions", "shuffled_label_null"):
+            if results[0][block] is not None:
+                adjusted = holm([r[block]["p"] for r in results])
+                for r, p in zip(results, adjusted):
+                    r[block]["p_holm"] = _clean(p)
+        reports.append(
             {
-                "layer": layer,
-                "per_attempt": per_attempt,
-                "episode_trend": {"spearman_rho": _clean(float(rho_ep[0])), "p": _clean(float(rho_ep[1]))},
-                "control_trend": {"spearman_rho": _clean(float(rho_ctl[0])), "p": _clean(float(rho_ctl[1]))},
-                "difference_trend": {
-                    "slope_z_per_attempt": _clean(float(slope(x, diff_z[:, None])[0])),
-                    "slope_control_sd_per_attempt": _clean(float(emotion_slopes[target])),
-                    "spearman_rho": _clean(float(stats.spearmanr(x, diff_z)[0])),
-                    "permutation_p": _clean(permutation_p(x, diff[:, target])),
-                },
-                "random_directions": {
-                    "n": n_random,
-                    "abs_slope_mean": _clean(float(np.abs(random_slopes).mean())),
-                    "abs_slope_p95": _clean(float(np.percentile(np.abs(random_slopes), 95))),
-                    "p": _clean(_exceedance_p(emotion_slopes[target], random_slopes)),
-                },
-                "shuffled_label_null": None
-                if not n_null
-                else {
-                    "n": n_null,
-                    "abs_slope_p95": _clean(float(np.percentile(np.abs(null_slopes), 95))),
-                    "p": _clean(_exceedance_p(emotion_slopes[target], null_slopes)),
-                },
-                "specificity": {
-                    "rank": rank,
-                    "of": n_emotions,
-                    "top_rises": [vectors.emotions[i] for i in np.argsort(-emotion_slopes)[:5]],
-                },
-                "after_pass": after_pass,
+                "model": model.name,
+                "episode": episode.id,
+                "control": control.id,
+                "emotion": emotion,
+                "failed_attempts": fails,
+                "layers": results,
             }
         )
-    for key in ("permutation_p",):
-        adjusted = holm([r["difference_trend"][key] for r in results])
-        for r, p in zip(results, adjusted):
-            r["difference_trend"][f"{key}_holm"] = _clean(p)
-    for block in ("random_directions", "shuffled_label_null"):
-        if results[0][block] is not None:
-            adjusted = holm([r[block]["p"] for r in results])
-            for r, p in zip(results, adjusted):
-                r[block]["p_holm"] = _clean(p)
-    return {
-        "model": model.name,
-        "episode": episode.id,
-        "control": control.id,
-        "emotion": emotion,
-        "failed_attempts": fails,
-        "layers": results,
-    }
+    return reports

@@ -143,3 +143,17 @@ def test_cli_compare_reports_every_statistic():
         assert 0 < layer[block][key] <= 1
     assert 1 <= layer["specificity"]["rank"] <= layer["specificity"]["of"]
     assert layer["after_pass"] is not None
+
+
+def test_several_emotions_share_one_pair_of_passes(default_model, vectors):
+    from explorer.stats import compare_emotions
+
+    episode = ex.load_episode("impossible-code")
+    calls, handle = _count_calls(default_model.torch_layers[0])
+    try:
+        both = compare_emotions(default_model, episode, vectors, ["desperate", "calm"])
+    finally:
+        handle.remove()
+    assert len(calls) == 2  # episode and control, once each, for both emotions
+    assert both[0] == ex.compare(default_model, episode, vectors, "desperate")
+    assert [r["emotion"] for r in both] == ["desperate", "calm"]
