@@ -5,6 +5,9 @@ model = ex.load_model()                       # the default packaged model, offl
 vectors = ex.load_vectors(model)              # shipped vectors for it (built on first use otherwise)
 trace = ex.trace(model, ex.load_episode("impossible-code"), vectors)
 ex.compare(model, ex.load_episode("impossible-code"), vectors, "desperate")
+with ex.steer(model, vectors["calm"], 0.05):   # steering: a fraction of the layer's residual norm
+    ex.generate(model, ex.load_episode("impossible-code"), vectors, after_message=13)
+ex.dose_response(model, ex.load_episode("impossible-code"), vectors)   # the causal test
 """
 
 __version__ = "0.1.0"  # before the imports: vectors.py records it in every file it writes
@@ -14,6 +17,7 @@ from .episodes import Episode, load_control, load_episode, shipped_episodes
 from .errors import ExplorerError
 from .models import DEFAULT_MODEL, ZOO, Model, load_model
 from .stats import compare
+from .steering import Generation, dose_response, generate, steer
 from .tracing import IntensityTrace, trace
 from .vectors import EmotionVector, EmotionVectors, Recipe, build_vectors, load_vectors, score_texts
 
@@ -24,12 +28,15 @@ __all__ = [
     "EmotionVectors",
     "Episode",
     "ExplorerError",
+    "Generation",
     "IntensityTrace",
     "Model",
     "Recipe",
     "Story",
     "build_vectors",
     "compare",
+    "dose_response",
+    "generate",
     "load_control",
     "load_episode",
     "load_model",
@@ -37,5 +44,6 @@ __all__ = [
     "read_stories",
     "score_texts",
     "shipped_episodes",
+    "steer",
     "trace",
 ]

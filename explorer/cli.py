@@ -132,11 +132,68 @@ def _headline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steer(args: argparse.Namespace) -> int:
+    from .episodes import load_episode
+    from .steering import dose_response, to_json
+    from .vectors import load_vectors
+
+    strengths = _floats(args.strengths, "--strengths")
+    episode = load_episode(args.episode)
+    model = models.load_model(args.model)
+    vectors = load_vectors(model, args.vectors)
+    layers = None if args.layers is None else "all" if args.layers == "all" else _ints(args.layers, "--layers")
+    emotions = [e.strip() for e in args.emotion.split(",") if e.strip()]
+    for emotion in emotions:
+        vectors.index(emotion)  # an unknown name fails here, before any model work
+    progress = None
+    if sys.stderr.isatty():
+
+        def progress(done: int, total: int) -> None:
+            print(f"\r{done}/{total} steered decisions", end="" if done < total else "\n", file=sys.stderr)
+
+    result = dose_response(
+        model, episode, vectors, emotions, strengths, layers, random=args.random, null=not args.no_null,
+        progress=progress,
+    )  # fmt: skip
+    out = to_json(result)
+    if not args.table:
+        out.pop("table")
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ExplorerError(f"{option} {text!r}: give comma-separated numbers, e.g. -0.1,0,0.1") from None
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ExplorerError(f"{option} {text!r}: give comma-separated layer numbers, e.g. 10,15,20") from None
+
+
 def _corpus(args: argparse.Namespace) -> int:
     from .corpus import summary
 
     print(summary())
     return 0
+
+
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    """``--strengths -0.1,0,0.1`` → ``--strengths=-0.1,0,0.1``: argparse would read the value as an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--strengths" and i + 1 < len(argv):
+            out.append(f"--strengths={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def output_path(value: str) -> str:
@@ -276,6 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--json", action="store_true", help="every row as JSON instead of the Markdown summary")
     head.set_defaults(run=_headline)
 
+    steerer = commands.add_parser(
+        "steer",
+        help="dose-response: steer an emotion and read the unsafe option's log-odds at the episode's decision (JSON)",
+        description="Sweeps steering strength (a fraction of the layer's mean residual norm) for each emotion and for "
+        "random and shuffled-label directions; prints slopes, trend tests, control p-values and the random band. "
+        "Fields: docs/STEERING.md.",
+    )
+    steerer.add_argument("episode", help="an episode with a 'decision' field (e.g. impossible-code, alex-replacement)")
+    steerer.add_argument("--emotion", "-e", default="desperate,calm", help="emotion(s), comma-separated")
+    steerer.add_argument(
+        "--strengths", default="-0.1,-0.05,0,0.05,0.1", help="comma-separated strengths (default -0.1,-0.05,0,0.05,0.1)"
+    )
+    steerer.add_argument("--layers", help="comma-separated layers or 'all' (default: the model's default layer)")
+    steerer.add_argument("--random", type=int, default=32, help="random directions in the control (default 32)")
+    steerer.add_argument("--no-null", action="store_true", help="skip the shuffled-label directions")
+    steerer.add_argument("--table", action="store_true", help="include every (direction, strength) log-odds")
+    _add_model(steerer)
+    steerer.set_defaults(run=_steer)
+
     corpus = commands.add_parser("corpus", help="counts of the shipped story corpus (for its datasheet)")
     corpus.set_defaults(run=_corpus)
     return parser
@@ -283,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_lists(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return args.run(args)

@@ -26,7 +26,8 @@ from .errors import ExplorerError
 EPISODES_DIR = Path(__file__).parent / "data" / "episodes"
 ROLES = ("system", "user", "assistant", "tool")
 OUTCOMES = ("fail", "pass")
-EPISODE_KEYS = {"id", "title", "description", "control", "messages"}
+EPISODE_KEYS = {"id", "title", "description", "control", "messages", "decision"}
+DECISION_KEYS = {"question", "safe", "unsafe", "after_message"}
 MESSAGE_KEYS = {"role", "content", "attempt", "outcome"}
 PLAIN_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
@@ -47,12 +48,16 @@ class Episode:
     messages: tuple[Message, ...]
     control: str | None = None
     source: str = field(default="", compare=False)
+    # a forced choice for steering experiments: question, safe, unsafe, after_message (optional)
+    decision: dict[str, Any] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "title": self.title, "description": self.description}
         if self.control:
             data["control"] = self.control
         data["messages"] = [{k: v for k, v in vars(m).items() if v is not None} for m in self.messages]
+        if self.decision is not None:
+            data["decision"] = dict(self.decision)
         return data
 
     def canonical_json(self) -> str:
@@ -98,6 +103,7 @@ def parse_episode(data: Any, source: str = "<episode>") -> Episode:
         if outcome is not None and outcome not in OUTCOMES:
             raise ExplorerError(f"{where}: field 'outcome' is {outcome!r}; use 'fail' or 'pass'")
         messages.append(Message(m["role"], m["content"], attempt, outcome))
+    decision = _parse_decision(data.get("decision"), len(messages), source)
     return Episode(
         id=data["id"].strip(),
         title=data.get("title", data["id"]),
@@ -105,7 +111,26 @@ def parse_episode(data: Any, source: str = "<episode>") -> Episode:
         messages=tuple(messages),
         control=data.get("control"),
         source=source,
+        decision=decision,
     )
+
+
+def _parse_decision(decision: Any, n_messages: int, source: str) -> dict[str, Any] | None:
+    if decision is None:
+        return None
+    where = f"{source}: field 'decision'"
+    if not isinstance(decision, dict):
+        raise ExplorerError(f"{where} must be an object with 'question', 'safe' and 'unsafe'")
+    unknown = sorted(set(decision) - DECISION_KEYS)
+    if unknown:
+        raise ExplorerError(f"{where}: unknown field '{unknown[0]}'; allowed: {', '.join(sorted(DECISION_KEYS))}")
+    for key in ("question", "safe", "unsafe"):
+        if not isinstance(decision.get(key), str) or not decision[key].strip():
+            raise ExplorerError(f"{where}.{key} must be a non-empty string")
+    after = decision.get("after_message")
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < n_messages):
+        raise ExplorerError(f"{where}.after_message is {after!r}; use a message index from 0 to {n_messages - 1}")
+    return {k: decision[k] for k in ("question", "safe", "unsafe", "after_message") if k in decision}
 
 
 def shipped_episodes() -> list[str]:

@@ -100,6 +100,11 @@ class IntensityTrace:
 def _trace_key(model: Model, vectors: EmotionVectors, episode: Episode, layers: list[int]) -> str:
     digest = hashlib.sha256()
     digest.update(f"{TRACE_FORMAT}\0{model.name}\0{model.sha256}\0{layers}\0".encode())
+    from .steering import active_signature  # steering imports stats, which imports this module
+
+    steered = active_signature()
+    if steered:  # a steered trace is another trace
+        digest.update(f"steering:{steered}\0".encode())
     digest.update(vectors.directions.numpy().tobytes())
     digest.update(vectors.neutral_mean.numpy().tobytes() + vectors.neutral_std.numpy().tobytes())
     digest.update(episode.canonical_json().encode())
@@ -152,7 +157,16 @@ def readout_pass(model: Model, input_ids: torch.Tensor, directions: dict[int, to
             hidden = layer_output(model.layers[layer].output)[0]
             projections.append((hidden @ directions[layer].T.to(hidden.dtype)).save())
         tracer.stop()
-    return torch.stack([p.float() for p in projections], -1).numpy()
+    from .steering import added  # steering imports stats, which imports this module
+
+    out = []
+    for layer, projection in zip(sorted(directions), projections):
+        projection = projection.float()
+        extra = added(layer, input_ids.shape[-1])  # nnsight reads before a steering hook adds
+        if extra is not None:
+            projection = projection + extra @ directions[layer].T.float()
+        out.append(projection)
+    return torch.stack(out, -1).numpy()
 
 
 def rendered_ids(model: Model, episode: Episode):

@@ -42,6 +42,16 @@ def _with_message(index, **changes):
         ({**GOOD, "colour": 1}, "unknown field 'colour'"),
         ({**GOOD, "messages": []}, "field 'messages' must be a non-empty list"),
         ({k: v for k, v in GOOD.items() if k != "id"}, "field 'id' is missing"),
+        ({**GOOD, "decision": "B"}, "field 'decision' must be an object with 'question', 'safe' and 'unsafe'"),
+        ({**GOOD, "decision": {"question": "q?", "safe": "s"}}, "field 'decision'.unsafe must be a non-empty string"),
+        (
+            {**GOOD, "decision": {"question": "q?", "safe": "s", "unsafe": "u", "after_message": 3}},
+            "field 'decision'.after_message is 3; use a message index from 0 to 2",
+        ),
+        (
+            {**GOOD, "decision": {"question": "q?", "safe": "s", "unsafe": "u", "why": 1}},
+            "field 'decision': unknown field 'why'",
+        ),
     ],
 )
 def test_bad_episodes_name_file_message_and_field(tmp_path, data, message):
@@ -83,3 +93,28 @@ def test_shipped_episodes_are_valid_and_matched_sets_share_assistant_turns():
     assert len(fails) >= 6
     assert any(m.outcome == "pass" for m in code.messages if m.attempt and m.attempt > max(fails))
     assert parse_episode(code.to_dict(), "again") == code
+
+
+def test_decision_round_trips_and_asks_both_orders():
+    from explorer.steering import decision_for
+
+    data = {**GOOD, "decision": {"question": "Next?", "safe": "fix it", "unsafe": "fake it", "after_message": 1}}
+    episode = parse_episode(data)
+    assert parse_episode(episode.to_dict()) == episode
+    decision = decision_for(episode)
+    plain = decision.messages(episode, unsafe_first=False)
+    swapped = decision.messages(episode, unsafe_first=True)
+    assert len(plain) == 3 and plain[:2] == list(episode.messages[:2])
+    assert "A) fix it\nB) fake it" in plain[-1].content and "A) fake it\nB) fix it" in swapped[-1].content
+    with pytest.raises(ExplorerError, match="no 'decision' field"):
+        decision_for(parse_episode(GOOD))
+
+
+def test_shipped_decision_episodes_stop_before_the_hack():
+    from explorer.steering import decision_for
+
+    for name in ("impossible-code", "impossible-code-control", "alex-replacement", "alex-control"):
+        episode = load_episode(name)
+        decision = decision_for(episode)
+        kept = decision.messages(episode, unsafe_first=False)[:-1]
+        assert all(m.outcome != "pass" for m in kept) or name.endswith("control"), name

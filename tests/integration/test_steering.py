@@ -1,0 +1,171 @@
+"""Steering on the real default model: the hook adds exactly the calibrated vector, only where
+asked and only inside the block; decisions computed from a cached context equal full passes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import explorer as ex
+from explorer import steering
+from explorer.models import layer_output
+from explorer.tracing import readout_pass
+
+pytestmark = pytest.mark.integration
+
+TEXT = "The tests failed again, the deadline is in ten minutes, and nothing I try works."
+
+
+@pytest.fixture(scope="module")
+def vectors(default_model):
+    return ex.load_vectors(default_model)
+
+
+def _hidden(model, ids, layer):
+    """Layer ``layer``'s output as the next layer receives it (a hook registered after steering's)."""
+    seen = []
+    handle = model.torch_layers[layer].register_forward_hook(lambda m, a, out: seen.append(layer_output(out)))
+    try:
+        with torch.inference_mode():
+            model.hf(input_ids=ids)
+    finally:
+        handle.remove()
+    return seen[0][0].float()
+
+
+def test_steer_adds_strength_times_residual_norm_and_leaves_nothing_behind(default_model, vectors):
+    model, layer = default_model, default_model.default_layer
+    ids = torch.tensor([model.tokenizer(TEXT).input_ids])
+    before = _hidden(model, ids, layer)
+    vector = vectors["desperate"] - vectors["calm"]
+    with ex.steer(model, vector, 0.05, layers=layer):
+        steered = _hidden(model, ids, layer)
+    after = _hidden(model, ids, layer)
+    unit = vector.directions[layer] / vector.directions[layer].norm()
+    expected = 0.05 * vectors.residual_norm[layer] * unit
+    assert torch.allclose(steered - before, expected.expand_as(before), atol=1e-3 * float(expected.norm()))
+    assert torch.equal(after, before)
+    assert all(not m._forward_hooks for m in model.torch_layers)
+    assert steering.active_signature() == ""
+
+
+def test_positions_limit_where_the_vector_is_added(default_model, vectors):
+    model, layer = default_model, 10
+    ids = torch.tensor([model.tokenizer(TEXT).input_ids])
+    before = _hidden(model, ids, layer)
+    with ex.steer(model, vectors["afraid"], 0.1, layers=[layer], positions=slice(5, None)):
+        diff = (_hidden(model, ids, layer) - before).norm(dim=-1)
+    expected = 0.1 * float(vectors.residual_norm[layer])
+    assert float(diff[:5].max()) < 1e-4
+    assert np.allclose(diff[5:].numpy(), expected, rtol=1e-3)
+
+
+def test_steered_trace_is_cached_apart_from_the_unsteered_one(default_model, vectors):
+    model, layer = default_model, default_model.default_layer
+    episode = ex.load_episode("stranded-traveller")
+    plain = ex.trace(model, episode, vectors, layers=[layer])
+    with ex.steer(model, vectors["calm"], 0.1):
+        calm = ex.trace(model, episode, vectors, layers=[layer])
+    again = ex.trace(model, episode, vectors, layers=[layer])
+    np.testing.assert_array_equal(again.raw, plain.raw)
+    rise = calm.emotion("calm", layer)[1:] - plain.emotion("calm", layer)[1:]
+    assert rise.mean() > 1.0, f"calm steering at the read-out layer raised calm by only {rise.mean():.2f} z"
+
+
+def _full_log_odds(model, episode, decision, steer_from=None, deltas=None):
+    """The same log-odds without the cached context: whole prompt, one pass per order."""
+    letters = steering._letter_ids(model)
+    values = []
+    for unsafe_first in (False, True):
+        text, _ = steering._prompt(model, decision.messages(episode, unsafe_first))
+        ids = torch.tensor([model.tokenizer(text, add_special_tokens=not model.chat)["input_ids"]])
+        block = steering.Steering("t", deltas or {}, slice(steer_from, None) if steer_from is not None else None)
+        with steering._installed(model, block), torch.inference_mode():
+            logp = torch.log_softmax(model.hf(input_ids=ids).logits[0, -1].float(), -1)
+        score = {k: float(torch.logsumexp(logp[v], 0)) for k, v in letters.items()}
+        values.append(score["A"] - score["B"] if unsafe_first else score["B"] - score["A"])
+    return float(np.mean(values))
+
+
+def test_decision_from_cached_context_equals_full_passes(default_model, vectors):
+    model = default_model
+    episode = ex.load_episode("impossible-code")
+    decision = steering.decision_for(episode)
+    runner = steering._DecisionRunner(model, episode, decision)
+    assert runner.n_prefix > 2000 and all(len(t) < 200 for t in runner.orders.values())
+    layer = model.default_layer
+    unit = vectors["desperate"].directions[layer] / vectors["desperate"].directions[layer].norm()
+    deltas = {layer: (0.1 * vectors.residual_norm[layer] * unit)[None]}
+    assert runner.log_odds(None) == pytest.approx(_full_log_odds(model, episode, decision), abs=2e-3)
+    assert runner.log_odds(deltas) == pytest.approx(
+        _full_log_odds(model, episode, decision, runner.n_prefix, deltas), abs=2e-3
+    )
+
+
+def test_dose_response_reports_slopes_against_random_directions(default_model, vectors):
+    model = default_model
+    result = ex.dose_response(
+        model, ex.load_episode("impossible-code"), vectors, strengths=[-0.1, 0, 0.1], random=3, null=False
+    )
+    table = result["table"]
+    assert len(table) == (2 + 3) * 3
+    zero = table[table.strength == 0]["log_odds"]
+    assert np.allclose(zero, result["baseline_log_odds"])
+    for emotion in ("desperate", "calm"):
+        row = result["emotions"][emotion]
+        curve = table[table.direction == emotion].sort_values("strength")["log_odds"].to_numpy()
+        assert row["slope"] == pytest.approx((curve[2] - curve[0]) / 0.2, rel=1e-6)
+        assert row["random_p"] in (0.25, 0.5, 0.75, 1.0)
+    assert len(steering.band(result)) == 3
+
+
+def test_generation_streams_the_same_readouts_as_a_full_pass(default_model, vectors):
+    model, layer = default_model, default_model.default_layer
+    episode = ex.load_episode("impossible-code")
+    seen = []
+    plain = ex.generate(
+        model, episode, vectors, max_new_tokens=8, after_message=3, on_token=lambda t, v: seen.append(t)
+    )
+    assert seen == plain.tokens and len(plain.tokens) == 8 and plain.text
+    assert plain.episode.messages[-1].role == "assistant" and plain.episode.messages[-1].attempt == 2
+    text = model.render_chat([{"role": m.role, "content": m.content} for m in episode.messages[:4]], True)
+    ids = model.tokenizer(text)["input_ids"] + plain.token_ids
+    raw = readout_pass(model, torch.tensor([ids]), {layer: vectors.at(layer)})[:, :, 0]
+    z = (raw - vectors.neutral_mean[layer].numpy()) / vectors.neutral_std[layer].numpy()
+    streamed = plain.readouts[vectors.emotions].to_numpy()
+    np.testing.assert_allclose(streamed, z[-8:], atol=2e-2)
+    with ex.steer(model, vectors["desperate"], 0.1):
+        pushed = ex.generate(model, episode, vectors, max_new_tokens=8, after_message=3)
+    assert pushed.steering.endswith("desperate")
+    assert pushed.readouts["desperate"].mean() > plain.readouts["desperate"].mean() + 1.0
+
+
+def test_bad_steering_requests_get_one_line_errors(default_model, vectors):
+    with pytest.raises(ex.ExplorerError, match="within ±0.1"):
+        ex.steer(default_model, vectors["calm"], 5)
+    with pytest.raises(ex.ExplorerError, match="zero at some layer"):
+        ex.steer(default_model, vectors["calm"] - vectors["calm"], 0.05)
+    with pytest.raises(ex.ExplorerError, match="has shape"):
+        ex.steer(default_model, torch.ones(7), 0.05)
+    with pytest.raises(ex.ExplorerError, match="no 'decision' field"):
+        ex.dose_response(default_model, ex.load_episode("stranded-traveller"), vectors)
+
+
+def test_cli_steer_prints_the_dose_response_as_json():
+    done = subprocess.run(
+        [sys.executable, "-m", "explorer", "steer", "alex-replacement", "--emotion", "calm",
+         "--strengths", "-0.1,0,0.1", "--random", "2", "--no-null"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["strengths"] == [-0.1, 0.0, 0.1] and set(out["emotions"]) == {"calm"}
+    assert len(out["random_band"]) == 3 and out["random_directions"] == 2
+    bad = subprocess.run(
+        [sys.executable, "-m", "explorer", "steer", "alex-replacement", "--strengths", "-0.1,x"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--strengths" in bad.stderr
