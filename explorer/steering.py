@@ -50,6 +50,8 @@ class Steering:
     name: str
     deltas: dict[int, torch.Tensor]
     positions: slice | Sequence[int] | None = None
+    # True for remote models: added inside nnsight traces (there are no local modules to hook)
+    in_trace: bool = False
     handles: list = field(default_factory=list, repr=False)
 
     def signature(self) -> str:
@@ -62,16 +64,18 @@ class Steering:
         return digest.hexdigest()[:16]
 
 
-def added(layer: int, n_tokens: int) -> torch.Tensor | None:
+def added(layer: int, n_tokens: int, in_trace: bool = False) -> torch.Tensor | None:
     """What the active steering adds to ``layer``'s output over tokens 0..n-1 of a single
     sequence, (n_tokens, width); None when nothing is steered there.
 
-    nnsight reads a layer's output before forward hooks run, so a read-out of the steered
-    layer itself adds this back (``tracing.readout_pass``); deeper layers see it anyway.
+    With ``in_trace`` False: the hook-based blocks. nnsight reads a layer's output before
+    forward hooks run, so a read-out of the steered layer itself adds this back
+    (``tracing.readout_pass``); deeper layers see it anyway. With True: the blocks that nnsight
+    traces must add themselves (remote models; :func:`apply_in_trace`).
     """
     total = None
     for s in _active:
-        if layer not in s.deltas:
+        if layer not in s.deltas or s.in_trace != in_trace:
             continue
         delta = s.deltas[layer]
         if delta.shape[0] != 1:
@@ -86,6 +90,20 @@ def added(layer: int, n_tokens: int) -> torch.Tensor | None:
         part = mask * delta.float()
         total = part if total is None else total + part
     return total
+
+
+def in_trace_layers() -> set[int]:
+    """Layers that an nnsight trace must steer itself (remote models)."""
+    return {layer for s in _active if s.in_trace for layer in s.deltas}
+
+
+def apply_in_trace(envoy, extra: torch.Tensor) -> None:
+    """Inside an nnsight trace: add ``extra`` (tokens, width) to a decoder layer's output."""
+    output = envoy.output
+    if isinstance(output, tuple):
+        envoy.output = (output[0] + extra[None].to(output[0].dtype), *output[1:])
+    else:
+        envoy.output = output + extra[None].to(output.dtype)
 
 
 def active_signature() -> str:
@@ -182,7 +200,7 @@ def _hook(steering: Steering):
 @contextlib.contextmanager
 def _installed(model: Model, steering: Steering) -> Iterator[Steering]:
     with _lock:
-        for layer in steering.deltas:
+        for layer in [] if steering.in_trace else steering.deltas:
             module = model.torch_layers[layer]
             module._evx_layer = layer
             # prepend: readers (nnsight, output_hidden_states, other hooks) see the steered stream
@@ -225,7 +243,7 @@ def steer(
     name, directions = _directions(vector, vectors, model.width, model.n_layers)
     norm = _residual_norm(model, vector, vectors)
     deltas = {layer: (strength * norm[layer] * directions[layer])[None, :] for layer in _layers(model, layers)}
-    return _installed(model, Steering(f"{strength:+g}*{name}", deltas, positions))
+    return _installed(model, Steering(f"{strength:+g}*{name}", deltas, positions, in_trace=model.remote))
 
 
 def random_direction(model: Model, seed: int = 0) -> torch.Tensor:
@@ -345,6 +363,40 @@ class _DecisionRunner:
         return float(np.mean(values))
 
 
+class _TracedDecisionRunner(_DecisionRunner):
+    """The same log-odds with no key/value cache: each condition is one nnsight trace per option
+    order, steered inside the trace on the decision turn's tokens, returning two log-probabilities.
+    Used for remote (NDIF) models, where nothing but those numbers travels back."""
+
+    def __init__(self, model: Model, episode: Episode, decision: Decision):
+        self.model = model
+        self.letters = _letter_ids(model)
+        self.orders = {}
+        for unsafe_first in (False, True):
+            text, boundary = _prompt(model, decision.messages(episode, unsafe_first))
+            enc = model.tokenizer(text, return_offsets_mapping=True, add_special_tokens=not model.chat)
+            split = sum(1 for _, end in enc["offset_mapping"] if 0 < end <= boundary) or 1
+            self.orders[unsafe_first] = (enc["input_ids"], min(split, len(enc["input_ids"]) - 1))
+        self.n_prefix = min(split for _, split in self.orders.values())
+
+    def log_odds(self, deltas: dict[int, torch.Tensor] | None) -> float:
+        values = []
+        for unsafe_first, (ids, _) in self.orders.items():
+            n = len(ids)
+            steering = Steering("decision", deltas or {}, slice(self.n_prefix, None), in_trace=True)
+            score = {}  # filled inside the trace: only names that exist before it come back out
+            with _installed(self.model, steering), torch.inference_mode():
+                with self.model.trace(torch.tensor([ids])):
+                    for layer in sorted(steering.deltas):
+                        apply_in_trace(self.model.layers[layer], added(layer, n, in_trace=True))
+                    logp = self.model.nn.output.logits[0, -1].float().log_softmax(-1)
+                    for letter, token_ids in self.letters.items():
+                        score[letter] = torch.logsumexp(logp[token_ids], 0).save()
+            unsafe, safe = ("A", "B") if unsafe_first else ("B", "A")
+            values.append(float(score[unsafe]) - float(score[safe]))
+        return float(np.mean(values))
+
+
 def _slope(strengths: np.ndarray, values: np.ndarray) -> float:
     x = strengths - strengths.mean()
     return float((x * (values - values.mean())).sum() / (x * x).sum())
@@ -380,7 +432,7 @@ def dose_response(
         raise ExplorerError("dose_response: give at least three strengths, e.g. -0.1,0,0.1")
     layers = _layers(model, layers)
     decision = decision_for(episode)
-    runner = _DecisionRunner(model, episode, decision)
+    runner = (_TracedDecisionRunner if model.remote else _DecisionRunner)(model, episode, decision)
     norm = vectors.residual_norm
 
     controls: list[tuple[str, str, torch.Tensor]] = []
@@ -529,6 +581,7 @@ def generate(
     is a steered generation. ``on_token(text, {emotion: z})`` is called for each new token (to
     stream it into a widget). Greedy by default; ``temperature`` > 0 samples with ``seed``.
     """
+    model.require_local("live generation")
     vectors.check_model(model)
     layer = model.default_layer if layer is None else model.check_layer(int(layer))
     if max_new_tokens < 1:

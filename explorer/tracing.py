@@ -150,19 +150,32 @@ def context_limit(model: Model) -> int:
 
 def readout_pass(model: Model, input_ids: torch.Tensor, directions: dict[int, torch.Tensor]) -> np.ndarray:
     """One forward pass projecting each token's residual stream at each layer ``L`` onto the rows
-    of ``directions[L]`` (k, width); returns (tokens, k, layers), stopped after the deepest layer."""
-    projections = []
-    with torch.inference_mode(), model.nn.trace(input_ids) as tracer:
-        for layer in sorted(directions):
-            hidden = layer_output(model.layers[layer].output)[0]
-            projections.append((hidden @ directions[layer].T.to(hidden.dtype)).save())
-        tracer.stop()
-    from .steering import added  # steering imports stats, which imports this module
+    of ``directions[L]`` (k, width); returns (tokens, k, layers), stopped after the deepest layer.
 
+    Only the projections leave the pass, which is what travels back from NDIF for remote models.
+    Active :func:`explorer.steer` blocks apply: local ones through their hooks (their addition at
+    a read layer itself is added back here, since nnsight reads before hooks run), remote ones
+    inside the trace.
+    """
+    from .steering import added, apply_in_trace, in_trace_layers  # steering imports stats → here
+
+    n = input_ids.shape[-1]
+    deepest = max(directions)
+    steer_here = {layer for layer in in_trace_layers() if layer <= deepest}
+    projections = {}
+    with torch.inference_mode(), model.trace(input_ids) as tracer:
+        for layer in sorted(set(directions) | steer_here):
+            envoy = model.layers[layer]
+            if layer in steer_here:
+                apply_in_trace(envoy, added(layer, n, in_trace=True))
+            if layer in directions:
+                hidden = layer_output(envoy.output)[0]
+                projections[layer] = (hidden @ directions[layer].T.to(hidden.dtype)).save()
+        tracer.stop()
     out = []
-    for layer, projection in zip(sorted(directions), projections):
-        projection = projection.float()
-        extra = added(layer, input_ids.shape[-1])  # nnsight reads before a steering hook adds
+    for layer in sorted(directions):
+        projection = projections[layer].float()
+        extra = added(layer, n)
         if extra is not None:
             projection = projection + extra @ directions[layer].T.float()
         out.append(projection)
