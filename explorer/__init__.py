@@ -18,7 +18,7 @@ from .errors import ExplorerError
 from .models import DEFAULT_MODEL, ZOO, Model, load_model
 from .stats import compare
 from .steering import Generation, dose_response, generate, steer
-from .tracing import IntensityTrace, trace
+from .tracing import IntensityTrace, load_shipped_trace, shipped_traces, trace
 from .vectors import EmotionVector, EmotionVectors, Recipe, build_vectors, load_vectors, score_texts
 
 __all__ = [
@@ -40,10 +40,12 @@ __all__ = [
     "load_control",
     "load_episode",
     "load_model",
+    "load_shipped_trace",
     "load_vectors",
     "read_stories",
     "score_texts",
     "shipped_episodes",
+    "shipped_traces",
     "steer",
     "trace",
 ]

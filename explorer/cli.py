@@ -39,7 +39,7 @@ def _vectors_build(args: argparse.Namespace) -> int:
     model = _load(args)
     stories = read_stories(args.stories) if args.stories else []
     recipe = vec.Recipe(offset=args.offset, denoise_variance=args.denoise)
-    built = vec.build_vectors(model, stories, recipe)
+    built = vec.build_vectors(model, stories, recipe, topics=args.topics)
     out = Path(args.out) if args.out else vec.shipped_path(model.name)
     built.save(out)
     print(f"{len(built)} emotions x {built.n_layers} layers (width {built.width}) -> {out}", file=sys.stderr)
@@ -176,6 +176,24 @@ def _ints(text: str, option: str) -> list[int]:
         raise ExplorerError(f"{option} {text!r}: give comma-separated layer numbers, e.g. 10,15,20") from None
 
 
+def _ship_traces(args: argparse.Namespace) -> int:
+    from .episodes import load_episode, shipped_episodes
+    from .tracing import TRACES_DIR, trace
+    from .vectors import load_vectors
+
+    model = _load(args)
+    vectors = load_vectors(model, args.vectors)
+    layers = _ints(args.layers, "--layers") if args.layers else [model.default_layer]
+    names = args.episodes.split(",") if args.episodes else shipped_episodes()
+    folder = Path(args.out) if args.out else TRACES_DIR / model.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        episode = load_episode(name)
+        path = trace(model, episode, vectors, layers=layers).save(folder / f"{episode.id}.npz")
+        print(f"{episode.id}: {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+    return 0
+
+
 def _corpus(args: argparse.Namespace) -> int:
     from .corpus import summary
 
@@ -281,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="fraction of neutral variance whose top components are projected out; 0 = off (default 0.5)",
     )
+    build.add_argument(
+        "--topics", type=int, help="use only the corpus's first N of 20 topics (a cheaper build for big models)"
+    )
     build.set_defaults(run=_vectors_build)
     report = vector_commands.add_parser(
         "report",
@@ -360,6 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
     steerer.add_argument("--table", action="store_true", help="include every (direction, strength) log-odds")
     _add_model(steerer)
     steerer.set_defaults(run=_steer)
+
+    shipper = commands.add_parser(
+        "ship-traces",
+        help="trace episodes and save them as files that open without the model (explorer/data/traces/MODEL/)",
+    )
+    shipper.add_argument("--episodes", help="comma-separated episode ids or files (default: every shipped episode)")
+    shipper.add_argument("--layers", help="comma-separated layers (default: the model's default layer)")
+    shipper.add_argument("--out", help="folder (default: the package's data/traces/MODEL)")
+    _add_model(shipper)
+    shipper.set_defaults(run=_ship_traces)
 
     corpus = commands.add_parser("corpus", help="counts of the shipped story corpus (for its datasheet)")
     corpus.set_defaults(run=_corpus)

@@ -39,6 +39,19 @@ class Corpus:
     def emotions(self) -> list[str]:
         return list(dict.fromkeys(s.emotion for s in self.stories))
 
+    def first_topics(self, n: int) -> Corpus:
+        """Only the stories and neutral dialogues of topics 0..n-1: a cheaper build for big models."""
+        topics = sorted({s.topic for s in self.stories})
+        if not 5 <= n <= len(topics):
+            raise ExplorerError(f"topics: {n}; use 5 … {len(topics)} (held-out validation needs 5 folds by topic)")
+        keep = set(topics[:n])
+        neutral = [(t, k) for t, k in zip(self.neutral, self.neutral_topics) if k in keep]
+        return Corpus(
+            tuple(s for s in self.stories if s.topic in keep),
+            tuple(t for t, _ in neutral),
+            tuple(k for _, k in neutral),
+        )
+
     def fingerprint(self) -> str:
         """sha256 over every text and label: names the corpus in vector metadata and caches."""
         digest = hashlib.sha256()

@@ -73,7 +73,10 @@ def use_api_key(prompt: bool = True) -> None:
 
     key = os.environ.get("NDIF_API_KEY", "").strip()
     if not key and prompt and _can_prompt():
-        key = getpass.getpass("NDIF API key (input hidden; not saved): ").strip()
+        try:
+            key = getpass.getpass("NDIF API key (input hidden; not saved): ").strip()
+        except Exception:  # a front end that cannot ask (nbval, Voila without stdin): no key
+            key = ""
     if not key:
         raise ExplorerError(
             "no NDIF API key: set the NDIF_API_KEY environment variable before starting Python "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,6 +91,50 @@ class IntensityTrace:
             frames.append(frame)
         pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
 
+    def save(self, path: str | Path) -> Path:
+        """One compressed file with everything (episode, tokens, raw and z read-outs): a trace
+        that opens without the model, e.g. to ship a bigger model's curves."""
+        path = Path(path)
+        meta = {
+            "format": TRACE_FORMAT,
+            "model": self.model_name,
+            "emotions": self.emotions,
+            "layers": self.layers,
+            "n_layers": int(self.tokens.attrs.get("n_layers", max(self.layers) + 1)),
+            "episode": self.episode.to_dict(),
+        }
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            raw=self.raw.astype(np.float32),
+            z=self.z.astype(np.float32),
+            tokens=self.tokens.to_json(orient="split"),
+            text=self.text,
+            meta=json.dumps(meta),
+        )
+        cache.write_file_atomic(path, buffer.getvalue())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> IntensityTrace:
+        from .episodes import parse_episode
+
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                tokens = pd.read_json(io.StringIO(str(data["tokens"])), orient="split")
+                raw, z, text = data["raw"], data["z"], str(data["text"])
+        except FileNotFoundError:
+            raise ExplorerError(f"{path}: no such trace file") from None
+        except Exception as exc:
+            reason = type(exc).__name__
+            raise ExplorerError(f"{path}: not a trace file written by IntensityTrace.save ({reason})") from None
+        tokens["attempt"] = tokens["attempt"].astype("Int64")
+        tokens.attrs["n_layers"] = meta["n_layers"]
+        episode = parse_episode(meta["episode"], source=str(path))
+        return cls(episode, meta["model"], list(meta["emotions"]), list(meta["layers"]), tokens, raw, z, text)
+
     def __repr__(self) -> str:
         return (
             f"IntensityTrace({self.episode.id!r}, {self.model_name!r}, {len(self.tokens)} tokens, "
@@ -142,6 +187,28 @@ def _assemble(episode, model, vectors, layers, tokens, raw, text) -> IntensityTr
         ((raw - mean) / std).astype(np.float32),
         text,
     )
+
+
+TRACES_DIR = Path(__file__).parent / "data" / "traces"
+
+
+def shipped_traces(model_name: str | None = None) -> dict[str, list[str]]:
+    """Precomputed traces that ship with the package: {model: [episode ids]}."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(TRACES_DIR.glob("*/*.npz")):
+        found.setdefault(path.parent.name, []).append(path.stem)
+    return found if model_name is None else {model_name: found.get(model_name, [])}
+
+
+def load_shipped_trace(model_name: str, episode_id: str) -> IntensityTrace:
+    """A shipped trace (read-outs at the model's default layer): a bigger model's curves with no
+    model loaded. ``shipped_traces()`` lists them; ``explorer traces ship`` writes them."""
+    path = TRACES_DIR / model_name / f"{episode_id}.npz"
+    if not path.is_file():
+        have = shipped_traces().get(model_name, [])
+        listed = f"shipped: {', '.join(have)}" if have else f"models with shipped traces: {', '.join(shipped_traces())}"
+        raise ExplorerError(f"no shipped trace of '{episode_id}' for '{model_name}'; {listed}")
+    return IntensityTrace.load(path)
 
 
 def context_limit(model: Model) -> int:

@@ -157,3 +157,37 @@ def test_several_emotions_share_one_pair_of_passes(default_model, vectors):
     assert len(calls) == 2  # episode and control, once each, for both emotions
     assert both[0] == ex.compare(default_model, episode, vectors, "desperate")
     assert [r["emotion"] for r in both] == ["desperate", "calm"]
+
+
+def test_saved_trace_opens_without_the_model_and_matches(default_model, vectors, tmp_path):
+    episode = ex.load_episode("stranded-traveller")
+    original = ex.trace(default_model, episode, vectors, layers=[default_model.default_layer, 5])
+    path = original.save(tmp_path / "t.npz")
+    loaded = ex.IntensityTrace.load(path)
+    assert loaded.episode == episode and loaded.model_name == default_model.name
+    assert loaded.layers == original.layers and loaded.default_layer == default_model.default_layer
+    np.testing.assert_array_equal(loaded.z, original.z)
+    pd.testing.assert_frame_equal(loaded.readouts(), original.readouts())
+    path.write_bytes(b"not a trace")
+    with pytest.raises(ex.ExplorerError, match="not a trace file written by IntensityTrace.save"):
+        ex.IntensityTrace.load(path)
+
+
+def test_shipped_traces_are_listed_and_missing_ones_named(tmp_path):
+    for model_name, episodes in ex.shipped_traces().items():
+        for episode_id in episodes:
+            trace = ex.load_shipped_trace(model_name, episode_id)
+            assert trace.model_name == model_name and trace.episode.id == episode_id
+            assert np.isfinite(trace.z).all() and trace.default_layer in trace.layers
+    with pytest.raises(ex.ExplorerError, match="no shipped trace of 'nope' for 'smollm2-135m-instruct'"):
+        ex.load_shipped_trace("smollm2-135m-instruct", "nope")
+
+
+def test_cli_ship_traces_writes_loadable_files(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "explorer", "ship-traces", "--episodes", "alex-control", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    trace = ex.IntensityTrace.load(tmp_path / "alex-control.npz")
+    assert trace.layers == [ex.load_model().default_layer] and len(trace.tokens) > 500

@@ -90,3 +90,16 @@ def test_user_story_files_are_validated_with_file_line_and_field(tmp_path):
     texts.write_text('{"id": 1, "text": "hello"}\n{"id": 2, "text": " "}\n')
     with pytest.raises(ExplorerError, match="line 2: field 'text' must be a non-empty string"):
         read_texts(texts)
+
+
+def test_first_topics_keeps_whole_topics_for_every_emotion():
+    from explorer.corpus import load_corpus
+
+    corpus = load_corpus()
+    part = corpus.first_topics(8)
+    assert {s.topic for s in part.stories} == set(sorted({s.topic for s in corpus.stories})[:8])
+    assert len(part.stories) == 8 * len(corpus.emotions) and part.emotions == corpus.emotions
+    assert set(part.neutral_topics) <= {s.topic for s in part.stories} and len(part.neutral) > 0
+    assert part.fingerprint() != corpus.fingerprint()
+    with pytest.raises(ExplorerError, match="topics: 3; use 5"):
+        corpus.first_topics(3)
