@@ -1,0 +1,27 @@
+"""Notebooks are committed clean: no outputs, no execution counts, no widget state, no secrets."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+EXPECTED = ["01-quickstart", "02-building-vectors", "03-desperation-headline", "04-your-own-episode",
+            "05-the-causal-test", "06-scaling-out"]  # fmt: skip
+
+
+def test_every_documented_notebook_exists():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_without_outputs_or_state(path):
+    nb = json.loads(path.read_text())
+    assert "widgets" not in nb.get("metadata", {}), "widget state is saved in the notebook metadata"
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"cell {i} has outputs"
+            assert cell.get("execution_count") is None, f"cell {i} has an execution count"
+        source = "".join(cell["source"])
+        assert not re.search(r"NDIF_API_KEY\s*=|APIKEY\s*=|set_default_api_key", source), f"cell {i} sets a key"
