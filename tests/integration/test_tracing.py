@@ -191,3 +191,14 @@ def test_cli_ship_traces_writes_loadable_files(tmp_path):
     assert done.returncode == 0, done.stderr
     trace = ex.IntensityTrace.load(tmp_path / "alex-control.npz")
     assert trace.layers == [ex.load_model().default_layer] and len(trace.tokens) > 500
+
+
+def test_bigger_models_shipped_vectors_match_its_zoo_entry():
+    from explorer.vectors import shipped_path
+
+    entry = ex.ZOO["qwen2.5-coder-1.5b-instruct"]
+    vectors = ex.EmotionVectors.load(shipped_path(entry.name))
+    assert vectors.directions.shape == (entry.n_layers, 40, entry.width)
+    assert vectors.metadata["model_sha256"] == entry.sha256 and vectors.metadata["corpus_topics"] == 8
+    assert torch.allclose(vectors.directions.norm(dim=-1), torch.ones(entry.n_layers, 40), atol=1e-4)
+    assert set(ex.shipped_traces()[entry.name]) >= {"impossible-code", "impossible-code-control"}
