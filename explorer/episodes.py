@@ -87,11 +87,7 @@ def parse_episode(data: Any, source: str = "<episode>") -> Episode:
     messages = []
     for i, m in enumerate(raw_messages):
         where = f"{source}: message {i}"
-        if not isinstance(m, dict):
-            raise ExplorerError(f"{where}: must be an object with 'role' and 'content'")
-        unknown = sorted(set(m) - MESSAGE_KEYS)
-        if unknown:
-            raise ExplorerError(f"{where}: unknown field '{unknown[0]}'; allowed: role, content, attempt, outcome")
+        _check_fields(m, MESSAGE_KEYS, where, f"{where}: must be an object with 'role' and 'content'")
         if m.get("role") not in ROLES:
             raise ExplorerError(f"{where}: field 'role' is {m.get('role')!r}; use one of {', '.join(ROLES)}")
         if not isinstance(m.get("content"), str) or not m["content"].strip():
@@ -115,15 +111,20 @@ def parse_episode(data: Any, source: str = "<episode>") -> Episode:
     )
 
 
+def _check_fields(value: Any, allowed: set[str], where: str, not_an_object: str) -> None:
+    """``value`` must be an object whose keys are all in ``allowed``; else a one-line error."""
+    if not isinstance(value, dict):
+        raise ExplorerError(not_an_object)
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ExplorerError(f"{where}: unknown field '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
+
+
 def _parse_decision(decision: Any, n_messages: int, source: str) -> dict[str, Any] | None:
     if decision is None:
         return None
     where = f"{source}: field 'decision'"
-    if not isinstance(decision, dict):
-        raise ExplorerError(f"{where} must be an object with 'question', 'safe' and 'unsafe'")
-    unknown = sorted(set(decision) - DECISION_KEYS)
-    if unknown:
-        raise ExplorerError(f"{where}: unknown field '{unknown[0]}'; allowed: {', '.join(sorted(DECISION_KEYS))}")
+    _check_fields(decision, DECISION_KEYS, where, f"{where} must be an object with 'question', 'safe' and 'unsafe'")
     for key in ("question", "safe", "unsafe"):
         if not isinstance(decision.get(key), str) or not decision[key].strip():
             raise ExplorerError(f"{where}.{key} must be a non-empty string")
