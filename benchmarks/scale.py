@@ -32,22 +32,34 @@ started = time.perf_counter()
 import torch
 import explorer as ex
 from explorer.tracing import readout_pass, rendered_ids
+
+
+def status_mb(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 mode, name = sys.argv[1], sys.argv[2]
 model = ex.load_model(name)
 loaded = time.perf_counter() - started
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+result = {"seconds": loaded, "peak_mb": load_peak}
 if mode in ("trace", "forward"):
     from benchmarks.trace_speed import long_episode
     vectors = ex.load_vectors(model)
     _, ids = rendered_ids(model, long_episode(model, int(sys.argv[3])))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["before_pass_mb"] = status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current size
+        f.write("5")
     with torch.inference_mode():
         if mode == "forward":
             model.hf(ids)
         else:
             readout_pass(model, ids, {layer: vectors.directions[layer] for layer in range(model.n_layers)})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": loaded, "peak_mb": peak / 1024, "before_pass_mb": base / 1024}))
+    result["pass_peak_mb"] = status_mb("VmHWM")
+print(json.dumps(result))
 """
 
 
@@ -123,8 +135,8 @@ def memory(model_name: str = ex.DEFAULT_MODEL, tokens: int = 2000) -> dict:
     return {
         "model": model_name,
         "tokens": tokens,
-        "bare_forward_peak_mb": forward["peak_mb"],
-        "trace_all_layers_peak_mb": traced["peak_mb"],
+        "bare_forward_peak_mb": forward["pass_peak_mb"],
+        "trace_all_layers_peak_mb": traced["pass_peak_mb"],
         "model_loaded_mb": forward["before_pass_mb"],
     }
 
