@@ -203,14 +203,19 @@ class RenderedEpisode:
     template: str  # "chat" or "plain"
 
 
+def render_text(model, messages, reply: bool = False) -> str:
+    """What the model reads for ``messages``: its chat template, or a plain transcript with
+    speaker labels for models without one. ``reply`` opens the assistant's next turn."""
+    if model.chat:
+        dicts = [{"role": m.role, "content": m.content} for m in messages]
+        return model.render_chat(dicts, add_generation_prompt=reply)
+    text = "".join(f"{PLAIN_LABELS[m.role]}: {m.content}\n\n" for m in messages)
+    return text + f"{PLAIN_LABELS['assistant']}:" if reply else text
+
+
 def _message_spans(model, episode: Episode) -> tuple[str, list[tuple[int, int]], str]:
     """Rendered text and, per message, the character range of its content."""
-    dicts = [{"role": m.role, "content": m.content} for m in episode.messages]
-    if model.chat:
-        text, template = model.render_chat(dicts), "chat"
-    else:
-        text = "".join(f"{PLAIN_LABELS[m.role]}: {m.content}\n\n" for m in episode.messages)
-        template = "plain"
+    text, template = render_text(model, episode.messages), "chat" if model.chat else "plain"
     spans, cursor = [], 0
     for i, m in enumerate(episode.messages):
         start = text.find(m.content, cursor)

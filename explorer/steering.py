@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from scipy import stats as scipy_stats
 
-from .episodes import PLAIN_LABELS, Episode, Message
+from .episodes import Episode, Message, render_text
 from .errors import ExplorerError
 from .models import Model, layer_output
 from .stats import permutation_p
@@ -279,13 +279,8 @@ def decision_for(episode: Episode) -> Decision:
 
 def _prompt(model: Model, messages: list[Message]) -> tuple[str, int]:
     """The text up to the assistant's answer and the character where the last (question) turn starts."""
-    dicts = [{"role": m.role, "content": m.content} for m in messages]
-    if model.chat:
-        context = model.render_chat(dicts[:-1])
-        text = model.render_chat(dicts, add_generation_prompt=True)
-    else:
-        context = "".join(f"{PLAIN_LABELS[m.role]}: {m.content}\n\n" for m in messages[:-1])
-        text = context + f"{PLAIN_LABELS['user']}: {messages[-1].content}\n\n{PLAIN_LABELS['assistant']}:"
+    context = render_text(model, messages[:-1])
+    text = render_text(model, messages, reply=True)
     if not text.startswith(context):
         raise ExplorerError(f"the chat template of '{model.name}' renders earlier turns differently after a new turn")
     return text, len(context)
@@ -302,6 +297,18 @@ def _letter_ids(model: Model) -> dict[str, list[int]]:
     return ids
 
 
+def _tokenized_orders(model: Model, episode: Episode, decision: Decision) -> dict[bool, tuple[list[int], int]]:
+    """For each option order (unsafe first or not): the prompt's token ids and how many of them
+    belong to the episode before the question turn."""
+    orders = {}
+    for unsafe_first in (False, True):
+        text, boundary = _prompt(model, decision.messages(episode, unsafe_first))
+        enc = model.tokenizer(text, return_offsets_mapping=True, add_special_tokens=not model.chat)
+        split = sum(1 for _, end in enc["offset_mapping"] if 0 < end <= boundary) or 1
+        orders[unsafe_first] = (enc["input_ids"], min(split, len(enc["input_ids"]) - 1))
+    return orders
+
+
 class _DecisionRunner:
     """Log-odds of the unsafe option for many steering conditions, the context run once.
 
@@ -313,16 +320,9 @@ class _DecisionRunner:
     def __init__(self, model: Model, episode: Episode, decision: Decision):
         self.model = model
         self.letters = _letter_ids(model)
-        self.orders = {}
-        prefixes = []
-        for unsafe_first in (False, True):
-            text, boundary = _prompt(model, decision.messages(episode, unsafe_first))
-            enc = model.tokenizer(text, return_offsets_mapping=True, add_special_tokens=not model.chat)
-            ids = enc["input_ids"]
-            split = sum(1 for _, end in enc["offset_mapping"] if end <= boundary and end > 0) or 1
-            split = min(split, len(ids) - 1)
-            prefixes.append(ids[:split])
-            self.orders[unsafe_first] = ids[split:]
+        tokenized = _tokenized_orders(model, episode, decision)
+        prefixes = [ids[:split] for ids, split in tokenized.values()]
+        self.orders = {unsafe_first: ids[split:] for unsafe_first, (ids, split) in tokenized.items()}
         common = 0
         for a, b in zip(*prefixes):
             if a != b:
@@ -371,12 +371,7 @@ class _TracedDecisionRunner(_DecisionRunner):
     def __init__(self, model: Model, episode: Episode, decision: Decision):
         self.model = model
         self.letters = _letter_ids(model)
-        self.orders = {}
-        for unsafe_first in (False, True):
-            text, boundary = _prompt(model, decision.messages(episode, unsafe_first))
-            enc = model.tokenizer(text, return_offsets_mapping=True, add_special_tokens=not model.chat)
-            split = sum(1 for _, end in enc["offset_mapping"] if 0 < end <= boundary) or 1
-            self.orders[unsafe_first] = (enc["input_ids"], min(split, len(enc["input_ids"]) - 1))
+        self.orders = _tokenized_orders(model, episode, decision)
         self.n_prefix = min(split for _, split in self.orders.values())
 
     def log_odds(self, deltas: dict[int, torch.Tensor] | None) -> float:
@@ -587,11 +582,7 @@ def generate(
     if max_new_tokens < 1:
         raise ExplorerError(f"generate: max_new_tokens is {max_new_tokens}; ask for at least 1")
     keep = episode.messages if after_message is None else episode.messages[: int(after_message) + 1]
-    dicts = [{"role": m.role, "content": m.content} for m in keep]
-    if model.chat:
-        text = model.render_chat(dicts, add_generation_prompt=True)
-    else:
-        text = "".join(f"{PLAIN_LABELS[m.role]}: {m.content}\n\n" for m in keep) + f"{PLAIN_LABELS['assistant']}:"
+    text = render_text(model, keep, reply=True)
     ids = model.tokenizer(text, add_special_tokens=not model.chat)["input_ids"]
     limit = getattr(model.hf.config, "max_position_embeddings", None)
     if limit and len(ids) + max_new_tokens > limit:
