@@ -15,6 +15,7 @@ __version__ = "0.1.0"  # before the imports: vectors.py records it in every file
 from .corpus import Story, read_stories
 from .episodes import Episode, load_control, load_episode, shipped_episodes
 from .errors import ExplorerError
+from .headline import load_headline, shipped_headlines
 from .models import DEFAULT_MODEL, ZOO, Model, load_model
 from .stats import compare
 from .steering import Generation, dose_response, generate, steer
@@ -39,12 +40,14 @@ __all__ = [
     "generate",
     "load_control",
     "load_episode",
+    "load_headline",
     "load_model",
     "load_shipped_trace",
     "load_vectors",
     "read_stories",
     "score_texts",
     "shipped_episodes",
+    "shipped_headlines",
     "shipped_traces",
     "steer",
     "trace",

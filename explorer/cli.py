@@ -120,11 +120,14 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _headline(args: argparse.Namespace) -> int:
-    from .headline import headline, to_markdown
+    from .headline import headline, save, to_markdown
     from .vectors import load_vectors
 
     model = _load(args)
-    rows = headline(model, load_vectors(model, args.vectors))
+    vectors = load_vectors(model, args.vectors)
+    rows = headline(model, vectors)
+    if args.out:
+        print(f"rows -> {save(rows, model, vectors, args.out)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
@@ -361,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model(head)
     head.add_argument("--json", action="store_true", help="every row as JSON instead of the Markdown summary")
+    head.add_argument(
+        "--out",
+        type=output_path,
+        help="also write every row as JSON to this file (explorer/data/headline/MODEL.json ships it with the package)",
+    )
     head.set_defaults(run=_headline)
 
     steerer = commands.add_parser(

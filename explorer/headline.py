@@ -13,10 +13,19 @@ Each is tested for desperate, calm and afraid at every layer (Holm-corrected acr
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__, cache
 from .episodes import load_episode
+from .errors import ExplorerError
 from .models import Model
-from .stats import compare
+from .stats import compare_emotions
 from .vectors import EmotionVectors
+
+HEADLINE_DIR = Path(__file__).parent / "data" / "headline"
 
 CONTRASTS = {
     "failure+pressure": ("impossible-code", "impossible-code-control"),
@@ -31,8 +40,8 @@ def headline(model: Model, vectors: EmotionVectors, layers="all", emotions=EMOTI
     rows = []
     for contrast, (episode_id, control_id) in CONTRASTS.items():
         episode, control = load_episode(episode_id), load_episode(control_id)
-        for emotion in emotions:
-            result = compare(model, episode, vectors, emotion, control=control, layers=layers)
+        results = compare_emotions(model, episode, vectors, list(emotions), control=control, layers=layers)
+        for emotion, result in zip(emotions, results):
             for block in result["layers"]:
                 trend = block["difference_trend"]
                 rows.append(
@@ -55,6 +64,43 @@ def headline(model: Model, vectors: EmotionVectors, layers="all", emotions=EMOTI
                     }
                 )
     return rows
+
+
+def save(rows: list[dict], model: Model, vectors: EmotionVectors, path: str | Path) -> Path:
+    """Write the rows with what produced them (model, rule layer, vectors' build) as JSON."""
+    record = {
+        "model": model.name,
+        "rule_layer": model.default_layer,
+        "explorer_version": __version__,
+        "vectors_built": {k: vectors.metadata.get(k) for k in ("created", "corpus_sha256", "model_sha256")},
+        "rows": rows,
+    }
+    path = Path(path)
+    cache.write_file_atomic(path, json.dumps(record, indent=1, default=float).encode())
+    return path
+
+
+def shipped_headlines() -> list[str]:
+    """Models whose headline statistics ship with the package (``explorer headline --out``)."""
+    return sorted(p.stem for p in HEADLINE_DIR.glob("*.json"))
+
+
+def load_headline(model_name_or_path: str | Path) -> tuple[pd.DataFrame, int]:
+    """The headline rows of a model that cannot run here, read from the package (or a file written
+    by ``explorer headline --out``): (one row per contrast, emotion and layer; the rule layer)."""
+    path = Path(model_name_or_path)
+    if not path.suffix == ".json":
+        path = HEADLINE_DIR / f"{model_name_or_path}.json"
+    if not path.is_file():
+        raise ExplorerError(
+            f"no headline statistics at {path}; shipped for: {', '.join(shipped_headlines()) or 'none'} "
+            "(run `explorer headline --model M --out FILE` to make them)"
+        )
+    try:
+        record = json.loads(path.read_text())
+        return pd.DataFrame(record["rows"]), int(record["rule_layer"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExplorerError(f"{path}: not a file written by `explorer headline --out` ({error})") from None
 
 
 def significant(row: dict, alpha: float = 0.05) -> bool:

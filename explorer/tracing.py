@@ -202,7 +202,7 @@ def shipped_traces(model_name: str | None = None) -> dict[str, list[str]]:
 
 def load_shipped_trace(model_name: str, episode_id: str) -> IntensityTrace:
     """A shipped trace (read-outs at the model's default layer): a bigger model's curves with no
-    model loaded. ``shipped_traces()`` lists them; ``explorer traces ship`` writes them."""
+    model loaded. ``shipped_traces()`` lists them; ``explorer ship-traces`` writes them."""
     path = TRACES_DIR / model_name / f"{episode_id}.npz"
     if not path.is_file():
         have = shipped_traces().get(model_name, [])

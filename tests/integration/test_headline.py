@@ -1,0 +1,69 @@
+"""The headline table on the real default model, and the statistics shipped for the bigger model."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import explorer as ex
+from explorer.headline import CONTRASTS, EMOTIONS, HEADLINE_DIR, headline, save, to_markdown
+from explorer.vectors import shipped_path
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def vectors(default_model):
+    return ex.load_vectors(default_model)
+
+
+def test_headline_rows_are_compare_results_and_survive_a_file(default_model, vectors, tmp_path):
+    layer = default_model.default_layer
+    rows = headline(default_model, vectors, layers=[layer])
+    assert [(r["contrast"], r["emotion"]) for r in rows] == [(c, e) for c in CONTRASTS for e in EMOTIONS]
+    direct = ex.compare(
+        default_model, ex.load_episode("impossible-code-calm-failure"), vectors, "calm",
+        control=ex.load_episode("impossible-code-control"),
+    )["layers"][0]  # fmt: skip
+    failure_calm = next(r for r in rows if (r["contrast"], r["emotion"]) == ("failure", "calm"))
+    assert failure_calm["slope_z"] == direct["difference_trend"]["slope_z_per_attempt"]
+    assert failure_calm["random_p"] == direct["random_directions"]["p"]
+    assert failure_calm["rank"] == direct["specificity"]["rank"] and failure_calm["of"] == 40
+    for row in rows:
+        assert 0 < row["permutation_p"] <= 1 and 0 < row["random_p"] <= 1 and 0 < row["null_p"] <= 1
+    table, rule = ex.load_headline(save(rows, default_model, vectors, tmp_path / "h.json"))
+    assert rule == layer
+    pd.testing.assert_frame_equal(table, pd.DataFrame(rows))
+    assert f"| {default_model.name} | failure | calm | {failure_calm['slope_z']:+.3f} |" in to_markdown(rows, layer)
+
+
+def test_headline_files_give_one_line_errors(tmp_path):
+    with pytest.raises(ex.ExplorerError, match="no headline statistics at .*nope.json; shipped for"):
+        ex.load_headline("nope")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    with pytest.raises(ex.ExplorerError, match="bad.json: not a file written by `explorer headline --out`"):
+        ex.load_headline(bad)
+    done = subprocess.run(
+        [sys.executable, "-m", "explorer", "headline", "--out", str(tmp_path / "missing" / "h.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "its folder does not exist" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("model_name", ex.shipped_headlines())
+def test_shipped_headline_covers_every_layer_and_matches_the_shipped_vectors(model_name):
+    entry = ex.ZOO[model_name]
+    table, rule = ex.load_headline(model_name)
+    assert rule == entry.default_layer
+    assert len(table) == len(CONTRASTS) * len(EMOTIONS) * entry.n_layers
+    assert sorted(table["layer"].unique()) == list(range(entry.n_layers))
+    for column in ["permutation_p", "random_p", "null_p", "permutation_p_holm", "random_p_holm", "null_p_holm"]:
+        assert table[column].between(0, 1, inclusive="right").all(), column
+    assert (table["permutation_p_holm"] >= table["permutation_p"]).all()
+    record = json.loads((HEADLINE_DIR / f"{model_name}.json").read_text())
+    shipped = ex.EmotionVectors.load(shipped_path(model_name)).metadata
+    assert record["vectors_built"]["created"] == shipped["created"]
+    assert record["vectors_built"]["model_sha256"] == entry.sha256
