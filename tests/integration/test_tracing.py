@@ -194,11 +194,16 @@ def test_cli_ship_traces_writes_loadable_files(tmp_path):
 
 
 def test_bigger_models_shipped_vectors_match_its_zoo_entry():
+    from explorer.corpus import load_corpus
     from explorer.vectors import shipped_path
 
     entry = ex.ZOO["qwen2.5-coder-1.5b-instruct"]
     vectors = ex.EmotionVectors.load(shipped_path(entry.name))
     assert vectors.directions.shape == (entry.n_layers, 40, entry.width)
-    assert vectors.metadata["model_sha256"] == entry.sha256 and vectors.metadata["corpus_topics"] == 8
+    assert vectors.metadata["model_sha256"] == entry.sha256 and vectors.metadata["corpus_topics"] == 20
+    assert vectors.metadata["corpus_sha256"] == load_corpus().fingerprint()  # the whole shipped corpus
     assert torch.allclose(vectors.directions.norm(dim=-1), torch.ones(entry.n_layers, 40), atol=1e-4)
-    assert set(ex.shipped_traces()[entry.name]) >= {"impossible-code", "impossible-code-control"}
+    assert set(ex.shipped_traces()[entry.name]) == set(shipped_episodes())
+    for episode_id in shipped_episodes():  # traced with these vectors, at the model's default layer
+        trace = ex.load_shipped_trace(entry.name, episode_id)
+        assert trace.layers == [entry.default_layer] and trace.emotions == vectors.emotions
