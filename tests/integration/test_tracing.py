@@ -195,6 +195,7 @@ def test_cli_ship_traces_writes_loadable_files(tmp_path):
 
 def test_bigger_models_shipped_vectors_match_its_zoo_entry():
     from explorer.corpus import load_corpus
+    from explorer.models import default_layer
     from explorer.vectors import shipped_path
 
     entry = ex.ZOO["qwen2.5-coder-1.5b-instruct"]
@@ -206,4 +207,4 @@ def test_bigger_models_shipped_vectors_match_its_zoo_entry():
     assert set(ex.shipped_traces()[entry.name]) == set(shipped_episodes())
     for episode_id in shipped_episodes():  # traced with these vectors, at the model's default layer
         trace = ex.load_shipped_trace(entry.name, episode_id)
-        assert trace.layers == [entry.default_layer] and trace.emotions == vectors.emotions
+        assert trace.layers == [default_layer(entry.n_layers)] and trace.emotions == vectors.emotions
