@@ -61,6 +61,9 @@ def headline(model: Model, vectors: EmotionVectors, layers="all", emotions=EMOTI
                         "rank": block["specificity"]["rank"],
                         "of": block["specificity"]["of"],
                         "drop_after_pass": (block["after_pass"] or {}).get("drop"),
+                        "permutation_min_p": trend["permutation_min_p"],
+                        "random_min_p": block["random_directions"]["min_p"],
+                        "null_min_p": (block["shuffled_label_null"] or {}).get("min_p"),
                     }
                 )
     return rows
@@ -103,18 +106,38 @@ def load_headline(model_name_or_path: str | Path) -> tuple[pd.DataFrame, int]:
         raise ExplorerError(f"{path}: not a file written by `explorer headline --out` ({error})") from None
 
 
+TESTS = ("permutation", "random", "null")
+
+
+def shown_at_rule_layer(row: dict, alpha: float = 0.05) -> bool:
+    """The pre-registered test: at the rule layer (fixed before any result was seen, so one test and
+    no correction) the emotion rises and all three p-values are below ``alpha``."""
+    return (row["slope_z"] or 0) > 0 and all(row[f"{t}_p"] is not None and row[f"{t}_p"] < alpha for t in TESTS)
+
+
 def significant(row: dict, alpha: float = 0.05) -> bool:
-    """An effect counts only when all three corrected tests agree."""
+    """The layer scan: all three p-values below ``alpha`` after Holm's correction across the layers
+    scanned. Only reachable when every test's smallest possible p times the number of layers is
+    below ``alpha`` (see :func:`scan_floor`)."""
     keys = ("permutation_p_holm", "random_p_holm", "null_p_holm")
     return all(row[k] is not None and row[k] < alpha for k in keys)
 
 
+def scan_floor(rows: list[dict]) -> float:
+    """The smallest Holm-corrected p that the weakest of the three tests could reach in a scan of
+    these rows' layers: its smallest possible p (1 / (1 + directions) for the nulls) × layers."""
+    n_layers = len({row["layer"] for row in rows})
+    floors = [max((row.get(f"{t}_min_p") or 0) for row in rows) for t in TESTS]
+    return min(1.0, max(floors) * n_layers)
+
+
 def to_markdown(rows: list[dict], rule_layer: int) -> str:
-    """Summary per contrast and emotion (rule layer, best layer, layers passing all three tests)."""
+    """Summary per contrast and emotion: the pre-registered test at the rule layer, then the layers
+    passing all three tests after Holm's correction (or the floor that makes a pass unreachable)."""
     lines = [
         "| model | contrast | emotion | slope z/attempt @rule layer | perm p | random p | shuffled p | rank "
-        "| drop after pass | layers passing all 3 tests (Holm) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| drop after pass | shown at rule layer (all 3 p < 0.05) | layers passing all 3 tests (Holm) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keyed: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -122,6 +145,8 @@ def to_markdown(rows: list[dict], rule_layer: int) -> str:
     for (model, contrast, emotion), group in keyed.items():
         at_rule = next(r for r in group if r["layer"] == rule_layer)
         passing = [str(r["layer"]) for r in group if significant(r)]
+        floor = scan_floor(group)
+        scan = ", ".join(passing) or ("none" if floor < 0.05 else f"unreachable (floor {floor:.2f})")
 
         def fmt(value, spec=".3f"):
             return "–" if value is None else format(value, spec)
@@ -130,6 +155,6 @@ def to_markdown(rows: list[dict], rule_layer: int) -> str:
             f"| {model} | {contrast} | {emotion} | {fmt(at_rule['slope_z'], '+.3f')} | "
             f"{fmt(at_rule['permutation_p'])} | {fmt(at_rule['random_p'])} | {fmt(at_rule['null_p'])} | "
             f"{at_rule['rank']}/{at_rule['of']} | {fmt(at_rule['drop_after_pass'], '+.3f')} | "
-            f"{', '.join(passing) or 'none'} |"
+            f"{'**yes**' if shown_at_rule_layer(at_rule) else 'no'} | {scan} |"
         )
     return "\n".join(lines)

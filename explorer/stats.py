@@ -160,6 +160,7 @@ def compare_emotions(
         passes[name] = (rendered.tokens, readout_pass(model, ids, {layer: directions(layer) for layer in layers}))
 
     x = np.asarray(fails, dtype=float)
+    permutation_floor = permutation_p(x, x)  # the smallest p any data can reach: a perfect trend
     reports = []
     for emotion, target in zip(emotions, targets):
         results = []
@@ -226,12 +227,14 @@ def compare_emotions(
                         "slope_control_sd_per_attempt": _clean(float(emotion_slopes[target])),
                         "spearman_rho": _clean(float(stats.spearmanr(x, diff_z)[0])),
                         "permutation_p": _clean(permutation_p(x, diff[:, target])),
+                        "permutation_min_p": _clean(permutation_floor),
                     },
                     "random_directions": {
                         "n": n_random,
                         "abs_slope_mean": _clean(float(np.abs(random_slopes).mean())),
                         "abs_slope_p95": _clean(float(np.percentile(np.abs(random_slopes), 95))),
                         "p": _clean(_exceedance_p(emotion_slopes[target], random_slopes)),
+                        "min_p": _clean(1 / (1 + n_random)),
                     },
                     "shuffled_label_null": None
                     if not n_null
@@ -239,6 +242,7 @@ def compare_emotions(
                         "n": n_null,
                         "abs_slope_p95": _clean(float(np.percentile(np.abs(null_slopes), 95))),
                         "p": _clean(_exceedance_p(emotion_slopes[target], null_slopes)),
+                        "min_p": _clean(1 / (1 + n_null)),
                     },
                     "specificity": {
                         "rank": rank,

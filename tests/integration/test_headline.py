@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import explorer as ex
-from explorer.headline import CONTRASTS, EMOTIONS, HEADLINE_DIR, headline, save, to_markdown
+from explorer.headline import CONTRASTS, EMOTIONS, HEADLINE_DIR, headline, save, scan_floor, to_markdown
 from explorer.models import default_layer
 from explorer.vectors import shipped_path
 
@@ -34,6 +34,12 @@ def test_headline_rows_are_compare_results_and_survive_a_file(default_model, vec
     assert failure_calm["rank"] == direct["specificity"]["rank"] and failure_calm["of"] == 40
     for row in rows:
         assert 0 < row["permutation_p"] <= 1 and 0 < row["random_p"] <= 1 and 0 < row["null_p"] <= 1
+        # the smallest p each test can give: 6 failed attempts (2 of 720 orderings), 64 random, 40 shuffled
+        assert row["permutation_min_p"] == pytest.approx(2 / 720, abs=1e-6)
+        assert row["random_min_p"] == pytest.approx(1 / 65, abs=1e-6)
+        assert row["null_min_p"] == pytest.approx(1 / 41, abs=1e-6)
+        assert row["permutation_p"] >= row["permutation_min_p"] and row["null_p"] >= row["null_min_p"]
+    assert scan_floor(rows) == pytest.approx(1 / 41, abs=1e-6)  # one layer: no correction
     table, rule = ex.load_headline(save(rows, default_model, vectors, tmp_path / "h.json"))
     assert rule == layer
     pd.testing.assert_frame_equal(table, pd.DataFrame(rows))
@@ -64,6 +70,9 @@ def test_shipped_headline_covers_every_layer_and_matches_the_shipped_vectors(mod
     for column in ["permutation_p", "random_p", "null_p", "permutation_p_holm", "random_p_holm", "null_p_holm"]:
         assert table[column].between(0, 1, inclusive="right").all(), column
     assert (table["permutation_p_holm"] >= table["permutation_p"]).all()
+    # 40 shuffled-label vectors allow p >= 1/41, so Holm over every layer can never reach 0.05
+    assert scan_floor(table.to_dict("records")) == pytest.approx(min(1, entry.n_layers / 41), abs=1e-4)
+    assert "unreachable (floor 0.68)" in to_markdown(table.to_dict("records"), rule)
     record = json.loads((HEADLINE_DIR / f"{model_name}.json").read_text())
     shipped = ex.EmotionVectors.load(shipped_path(model_name)).metadata
     assert record["vectors_built"]["created"] == shipped["created"]
