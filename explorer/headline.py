@@ -107,12 +107,16 @@ def load_headline(model_name_or_path: str | Path) -> tuple[pd.DataFrame, int]:
 
 
 TESTS = ("permutation", "random", "null")
+PREDICTED_SIGN = {"desperate": 1, "afraid": 1, "calm": -1}  # the paper: rising strain, falling calm
 
 
 def shown_at_rule_layer(row: dict, alpha: float = 0.05) -> bool:
     """The pre-registered test: at the rule layer (fixed before any result was seen, so one test and
-    no correction) the emotion rises and all three p-values are below ``alpha``."""
-    return (row["slope_z"] or 0) > 0 and all(row[f"{t}_p"] is not None and row[f"{t}_p"] < alpha for t in TESTS)
+    no correction) the emotion moves in the predicted direction (``PREDICTED_SIGN``; up for any
+    other emotion) and all three p-values are below ``alpha``."""
+    sign = PREDICTED_SIGN.get(row.get("emotion"), 1)
+    moved = (row["slope_z"] or 0) * sign > 0
+    return moved and all(row[f"{t}_p"] is not None and row[f"{t}_p"] < alpha for t in TESTS)
 
 
 def significant(row: dict, alpha: float = 0.05) -> bool:
@@ -136,7 +140,8 @@ def to_markdown(rows: list[dict], rule_layer: int) -> str:
     passing all three tests after Holm's correction (or the floor that makes a pass unreachable)."""
     lines = [
         "| model | contrast | emotion | slope z/attempt @rule layer | perm p | random p | shuffled p | rank "
-        "| drop after pass | shown at rule layer (all 3 p < 0.05) | layers passing all 3 tests (Holm) |",
+        "| drop after pass | shown at rule layer (predicted sign, all 3 p < 0.05) "
+        "| layers passing all 3 tests (Holm) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keyed: dict[tuple, list[dict]] = {}

@@ -40,11 +40,14 @@ def test_attempt_means_use_content_tokens_of_the_roles_asked():
 def test_headline_verdicts_need_a_rise_and_all_three_tests():
     from explorer.headline import scan_floor, shown_at_rule_layer, significant
 
-    row = {"layer": 19, "slope_z": 0.08, "permutation_p": 0.04, "random_p": 0.015, "null_p": 0.02,
+    row = {"emotion": "desperate", "layer": 19, "slope_z": 0.08,
+           "permutation_p": 0.04, "random_p": 0.015, "null_p": 0.02,
            "permutation_p_holm": 0.04, "random_p_holm": 0.015, "null_p_holm": 0.02,
            "permutation_min_p": 2 / 720, "random_min_p": 1 / 65, "null_min_p": 1 / 41}  # fmt: skip
     assert shown_at_rule_layer(row) and significant(row)
     assert not shown_at_rule_layer({**row, "slope_z": -0.08})  # a fall is not the predicted rise
+    assert shown_at_rule_layer({**row, "emotion": "calm", "slope_z": -0.08})  # calm is predicted to fall
+    assert not shown_at_rule_layer({**row, "emotion": "calm"})
     assert not shown_at_rule_layer({**row, "null_p": 0.146}) and not significant({**row, "null_p_holm": 0.5})
     layers = [{**row, "layer": layer} for layer in range(28)]
     assert scan_floor(layers) == pytest.approx(28 / 41)  # the shuffled-label test limits the scan
