@@ -207,4 +207,8 @@ def test_bigger_models_shipped_vectors_match_its_zoo_entry():
     assert set(ex.shipped_traces()[entry.name]) == set(shipped_episodes())
     for episode_id in shipped_episodes():  # traced with these vectors, at the model's default layer
         trace = ex.load_shipped_trace(entry.name, episode_id)
-        assert trace.layers == [default_layer(entry.n_layers)] and trace.emotions == vectors.emotions
+        layer = default_layer(entry.n_layers)
+        assert trace.layers == [layer] and trace.emotions == vectors.emotions
+        # the z-scores use these vectors' neutral calibration: traced with the shipped file, not an older one
+        expected = (trace.raw[:, :, 0] - vectors.neutral_mean[layer].numpy()) / vectors.neutral_std[layer].numpy()
+        np.testing.assert_allclose(trace.z[:, :, 0], expected, atol=1e-4)
