@@ -25,3 +25,12 @@ def test_notebook_is_committed_without_outputs_or_state(path):
             assert cell.get("execution_count") is None, f"cell {i} has an execution count"
         source = "".join(cell["source"])
         assert not re.search(r"NDIF_API_KEY\s*=|APIKEY\s*=|set_default_api_key", source), f"cell {i} sets a key"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_cell_has_a_unique_id(path):
+    nb = json.loads(path.read_text())
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5), "cell ids need nbformat 4.5"
+    ids = [cell.get("id") for cell in nb["cells"]]
+    assert None not in ids, f"cells {[i for i, x in enumerate(ids) if x is None]} have no id"
+    assert len(set(ids)) == len(ids), "two cells share an id"
