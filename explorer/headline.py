@@ -61,6 +61,8 @@ def headline(model: Model, vectors: EmotionVectors, layers="all", emotions=EMOTI
                         "rank": block["specificity"]["rank"],
                         "of": block["specificity"]["of"],
                         "drop_after_pass": (block["after_pass"] or {}).get("drop"),
+                        "random_abs_p95": block["random_directions"]["abs_slope_p95"],
+                        "null_abs_p95": (block["shuffled_label_null"] or {}).get("abs_slope_p95"),
                         "permutation_min_p": trend["permutation_min_p"],
                         "random_min_p": block["random_directions"]["min_p"],
                         "null_min_p": (block["shuffled_label_null"] or {}).get("min_p"),

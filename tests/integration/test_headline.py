@@ -70,6 +70,11 @@ def test_shipped_headline_covers_every_layer_and_matches_the_shipped_vectors(mod
     for column in ["permutation_p", "random_p", "null_p", "permutation_p_holm", "random_p_holm", "null_p_holm"]:
         assert table[column].between(0, 1, inclusive="right").all(), column
     assert (table["permutation_p_holm"] >= table["permutation_p"]).all()
+    # the band the notebook draws agrees with the p-value: with 64 directions, a slope beyond their 95th
+    # percentile of |slope| is exceeded by at most 4 of them (p <= 5/65), one inside it by at least 4
+    beyond = table["slope_sd"].abs() > table["random_abs_p95"]
+    assert (table.loc[beyond, "random_p"] <= 5 / 65 + 1e-6).all()
+    assert (table.loc[~beyond, "random_p"] >= 5 / 65 - 1e-6).all()
     # 40 shuffled-label vectors allow p >= 1/41, so Holm over every layer can never reach 0.05
     assert scan_floor(table.to_dict("records")) == pytest.approx(min(1, entry.n_layers / 41), abs=1e-4)
     assert "unreachable (floor 0.68)" in to_markdown(table.to_dict("records"), rule)
