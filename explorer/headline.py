@@ -41,34 +41,38 @@ def headline(model: Model, vectors: EmotionVectors, layers="all", emotions=EMOTI
     for contrast, (episode_id, control_id) in CONTRASTS.items():
         episode, control = load_episode(episode_id), load_episode(control_id)
         results = compare_emotions(model, episode, vectors, list(emotions), control=control, layers=layers)
-        for emotion, result in zip(emotions, results):
+        for result in results:
             for block in result["layers"]:
-                trend = block["difference_trend"]
-                rows.append(
-                    {
-                        "model": model.name,
-                        "contrast": contrast,
-                        "emotion": emotion,
-                        "layer": block["layer"],
-                        "slope_z": trend["slope_z_per_attempt"],
-                        "slope_sd": trend["slope_control_sd_per_attempt"],
-                        "permutation_p": trend["permutation_p"],
-                        "permutation_p_holm": trend["permutation_p_holm"],
-                        "random_p": block["random_directions"]["p"],
-                        "random_p_holm": block["random_directions"]["p_holm"],
-                        "null_p": (block["shuffled_label_null"] or {}).get("p"),
-                        "null_p_holm": (block["shuffled_label_null"] or {}).get("p_holm"),
-                        "rank": block["specificity"]["rank"],
-                        "of": block["specificity"]["of"],
-                        "drop_after_pass": (block["after_pass"] or {}).get("drop"),
-                        "random_abs_p95": block["random_directions"]["abs_slope_p95"],
-                        "null_abs_p95": (block["shuffled_label_null"] or {}).get("abs_slope_p95"),
-                        "permutation_min_p": trend["permutation_min_p"],
-                        "random_min_p": block["random_directions"]["min_p"],
-                        "null_min_p": (block["shuffled_label_null"] or {}).get("min_p"),
-                    }
-                )
+                rows.append({"model": model.name, "contrast": contrast, **result_row(result, block)})
     return rows
+
+
+def result_row(result: dict, block: dict) -> dict:
+    """One emotion at one layer of a :func:`explorer.compare` result, flat: the effect, the three
+    tests (raw and Holm-corrected), their smallest reachable p, the nulls' 95th percentiles of
+    |slope|, the rank among the emotions and the drop after the pass."""
+    trend, rnd = block["difference_trend"], block["random_directions"]
+    null = block["shuffled_label_null"] or {}
+    return {
+        "emotion": result["emotion"],
+        "layer": block["layer"],
+        "slope_z": trend["slope_z_per_attempt"],
+        "slope_sd": trend["slope_control_sd_per_attempt"],
+        "permutation_p": trend["permutation_p"],
+        "permutation_p_holm": trend["permutation_p_holm"],
+        "random_p": rnd["p"],
+        "random_p_holm": rnd["p_holm"],
+        "null_p": null.get("p"),
+        "null_p_holm": null.get("p_holm"),
+        "rank": block["specificity"]["rank"],
+        "of": block["specificity"]["of"],
+        "drop_after_pass": (block["after_pass"] or {}).get("drop"),
+        "random_abs_p95": rnd["abs_slope_p95"],
+        "null_abs_p95": null.get("abs_slope_p95"),
+        "permutation_min_p": trend["permutation_min_p"],
+        "random_min_p": rnd["min_p"],
+        "null_min_p": null.get("min_p"),
+    }
 
 
 def save(rows: list[dict], model: Model, vectors: EmotionVectors, path: str | Path) -> Path:
@@ -94,7 +98,7 @@ def load_headline(model_name_or_path: str | Path) -> tuple[pd.DataFrame, int]:
     """The headline rows of a model that cannot run here, read from the package (or a file written
     by ``explorer headline --out``): (one row per contrast, emotion and layer; the rule layer)."""
     path = Path(model_name_or_path)
-    if not path.suffix == ".json":
+    if path.suffix != ".json":
         path = HEADLINE_DIR / f"{model_name_or_path}.json"
     if not path.is_file():
         raise ExplorerError(
@@ -125,8 +129,7 @@ def significant(row: dict, alpha: float = 0.05) -> bool:
     """The layer scan: all three p-values below ``alpha`` after Holm's correction across the layers
     scanned. Only reachable when every test's smallest possible p times the number of layers is
     below ``alpha`` (see :func:`scan_floor`)."""
-    keys = ("permutation_p_holm", "random_p_holm", "null_p_holm")
-    return all(row[k] is not None and row[k] < alpha for k in keys)
+    return all(row[f"{t}_p_holm"] is not None and row[f"{t}_p_holm"] < alpha for t in TESTS)
 
 
 def scan_floor(rows: list[dict]) -> float:
