@@ -12,30 +12,59 @@ ex.dose_response(model, ex.load_episode("impossible-code"), vectors)   # the cau
 
 __version__ = "0.1.0"  # before the imports: vectors.py records it in every file it writes
 
+from .comparison import Comparison, LayerTest, attempt_differences, compare, compare_emotions
 from .corpus import Story, read_stories
-from .episodes import Episode, load_control, load_episode, shipped_episodes
+from .decisions import DoseResponse, EmotionDose, dose_response
+from .episodes import (
+    Decision,
+    Episode,
+    RenderedEpisode,
+    load_control,
+    load_episode,
+    parse_episode,
+    render,
+    shipped_episodes,
+)
 from .errors import ExplorerError
-from .headline import load_headline, shipped_headlines
+from .generation import Generation, generate
+from .headline import load_headline, scan_floor, shipped_headlines, shown_at_rule_layer, significant
 from .models import DEFAULT_MODEL, ZOO, Model, load_model
-from .stats import compare
-from .steering import Generation, dose_response, generate, steer
+from .stats import PREDICTED_SIGN
+from .steering import random_direction, steer
 from .tracing import IntensityTrace, load_shipped_trace, shipped_traces, trace
-from .vectors import EmotionVector, EmotionVectors, Recipe, build_vectors, load_vectors, score_texts
+from .vectors import (
+    EmotionVector,
+    EmotionVectors,
+    Recipe,
+    build_vectors,
+    load_vectors,
+    random_unit_directions,
+    score_texts,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
+    "PREDICTED_SIGN",
     "ZOO",
+    "Comparison",
+    "Decision",
+    "DoseResponse",
+    "EmotionDose",
     "EmotionVector",
     "EmotionVectors",
     "Episode",
     "ExplorerError",
     "Generation",
     "IntensityTrace",
+    "LayerTest",
     "Model",
     "Recipe",
+    "RenderedEpisode",
     "Story",
+    "attempt_differences",
     "build_vectors",
     "compare",
+    "compare_emotions",
     "dose_response",
     "generate",
     "load_control",
@@ -44,11 +73,18 @@ __all__ = [
     "load_model",
     "load_shipped_trace",
     "load_vectors",
+    "parse_episode",
+    "random_direction",
+    "random_unit_directions",
     "read_stories",
+    "render",
+    "scan_floor",
     "score_texts",
     "shipped_episodes",
     "shipped_headlines",
     "shipped_traces",
+    "shown_at_rule_layer",
+    "significant",
     "steer",
     "trace",
 ]

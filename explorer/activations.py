@@ -16,7 +16,8 @@ from .models import Model, layer_output
 
 
 def tokenize(model: Model, text: str) -> torch.Tensor:
-    return model.tokenizer(text, return_tensors="pt").input_ids
+    """(1, tokens) ids of a plain text (:meth:`Model.tokenize`'s rule)."""
+    return torch.tensor([model.tokenize(text)["input_ids"]])
 
 
 def reduce_layers(
@@ -80,6 +81,12 @@ def _layer_batches(model: Model, batch: torch.Tensor, weights: torch.Tensor | No
     return [t.detach().to(torch.float64) for t in out]
 
 
+def window_start(n_tokens: int, offset: int) -> int:
+    """First token a text's mean read-out averages over: ``offset`` for long texts, at most the
+    middle for short ones, never the attention-sink position 0 unless the text is one token."""
+    return min(offset, max(1, (n_tokens - 1) // 2), n_tokens - 1)
+
+
 def text_means(
     model: Model,
     texts: Sequence[str],
@@ -90,8 +97,10 @@ def text_means(
 ) -> torch.Tensor:
     """Mean residual stream over each text's tokens from ``offset`` on: (texts, layers, width).
 
-    A text shorter than ``offset + 1`` tokens keeps its last token, so nothing is empty. Texts go
-    through the model in right-padded batches; only the means leave each pass.
+    Short texts keep at least their second half: the window starts at ``min(offset, (n - 1) // 2)``
+    but never at position 0, the attention sink whose read-outs are extreme whatever the text (a
+    one-token text is read at its only token). Texts go through the model in right-padded batches;
+    only the means leave each pass.
     """
     batch_size = batch_size or batch_size_for(model)
     result = torch.empty(len(texts), model.n_layers, model.width, dtype=torch.float64)
@@ -100,7 +109,7 @@ def text_means(
         batch = _right_padded(ids, _pad_id(model))
         weights = torch.zeros(batch.shape, dtype=torch.float32)
         for row, t in enumerate(ids):
-            start = min(offset, len(t) - 1)
+            start = window_start(len(t), offset)
             weights[row, start : len(t)] = 1.0 / (len(t) - start)
         layers = _layer_batches(model, batch, weights, None)
         result[chunk] = torch.stack(layers, 1)
@@ -163,7 +172,7 @@ def token_moments(
         batch = _right_padded(ids, _pad_id(model))
         rows = []
         for row, t in enumerate(ids):
-            positions = torch.arange(min(offset, len(t) - 1), len(t))
+            positions = torch.arange(window_start(len(t), offset), len(t))
             if max_tokens_per_text and len(positions) > max_tokens_per_text:
                 keep = torch.linspace(0, len(positions) - 1, max_tokens_per_text).round().long()
                 positions = positions[keep]

@@ -11,7 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from . import models
+from . import comparison, decisions, models
+from . import vectors as vectors_module
 from .errors import ExplorerError
 
 
@@ -106,16 +107,15 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from .comparison import compare
     from .episodes import load_control, load_episode
-    from .stats import compare
     from .vectors import load_vectors
 
     episode = load_episode(args.episode)
     control = load_episode(args.control) if args.control else load_control(episode)
     model = _load(args)
-    layers = "all" if args.layers == "all" else [int(x) for x in args.layers.split(",")] if args.layers else None
-    result = compare(model, episode, load_vectors(model, args.vectors), args.emotion, control, layers, args.random)
-    print(json.dumps(result, indent=1))
+    result = compare(model, episode, load_vectors(model, args.vectors), args.emotion, control, args.layers, args.random)
+    print(result.to_json())
     return 0
 
 
@@ -136,15 +136,15 @@ def _headline(args: argparse.Namespace) -> int:
 
 
 def _steer(args: argparse.Namespace) -> int:
+    from .decisions import dose_response
     from .episodes import load_episode
-    from .steering import dose_response, to_json
     from .vectors import load_vectors
 
     strengths = _floats(args.strengths, "--strengths")
     episode = load_episode(args.episode)
     model = _load(args)
     vectors = load_vectors(model, args.vectors)
-    layers = None if args.layers is None else "all" if args.layers == "all" else _ints(args.layers, "--layers")
+    layers = args.layers
     emotions = [e.strip() for e in args.emotion.split(",") if e.strip()]
     for emotion in emotions:
         vectors.index(emotion)  # an unknown name fails here, before any model work
@@ -158,10 +158,7 @@ def _steer(args: argparse.Namespace) -> int:
         model, episode, vectors, emotions, strengths, layers, random=args.random, null=not args.no_null,
         progress=progress,
     )  # fmt: skip
-    out = to_json(result)
-    if not args.table:
-        out.pop("table")
-    print(json.dumps(out, indent=1))
+    print(result.to_json(table=args.table))
     return 0
 
 
@@ -172,13 +169,6 @@ def _floats(text: str, option: str) -> list[float]:
         raise ExplorerError(f"{option} {text!r}: give comma-separated numbers, e.g. -0.1,0,0.1") from None
 
 
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ExplorerError(f"{option} {text!r}: give comma-separated layer numbers, e.g. 10,15,20") from None
-
-
 def _ship_traces(args: argparse.Namespace) -> int:
     from .episodes import load_episode, shipped_episodes
     from .tracing import TRACES_DIR, trace
@@ -186,7 +176,7 @@ def _ship_traces(args: argparse.Namespace) -> int:
 
     model = _load(args)
     vectors = load_vectors(model, args.vectors)
-    layers = _ints(args.layers, "--layers") if args.layers else [model.default_layer]
+    layers = model.resolve_layers(args.layers)
     names = args.episodes.split(",") if args.episodes else shipped_episodes()
     folder = Path(args.out) if args.out else TRACES_DIR / model.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -215,6 +205,26 @@ def _join_negative_lists(argv: list[str]) -> list[str]:
             out.append(argv[i])
             i += 1
     return out
+
+
+def layers_arg(value: str) -> str:
+    """argparse type for --layers: 'all' or comma-separated whole numbers, checked before any
+    model loads (the range is checked against the model by ``Model.resolve_layers``)."""
+    parts = [p.strip() for p in value.split(",")]
+    if value.strip() != "all" and not (parts and all(p.lstrip("-").isdigit() for p in parts)):
+        raise argparse.ArgumentTypeError(f"{value!r}: give comma-separated layer numbers, e.g. 10,15,20, or 'all'")
+    return value
+
+
+def count_arg(value: str) -> int:
+    """argparse type for counts of directions: a whole number >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number of directions >= 1, e.g. 32")
+    return number
 
 
 def output_path(value: str) -> str:
@@ -295,12 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=output_path, help="output .safetensors file (default: the shipped file for the model)"
     )
     build.add_argument("--stories", help='JSONL file of your own stories, one {"emotion": ..., "text": ...} per line')
-    build.add_argument("--offset", type=int, default=10, help="tokens skipped at each story's start (default 10)")
+    recipe = vectors_module.Recipe()
+    build.add_argument(
+        "--offset",
+        type=int,
+        default=recipe.offset,
+        help=f"tokens skipped at each story's start (default {recipe.offset})",
+    )
     build.add_argument(
         "--denoise",
         type=float,
-        default=0.5,
-        help="fraction of neutral variance whose top components are projected out; 0 = off (default 0.5)",
+        default=recipe.denoise_variance,
+        help="fraction of neutral variance whose top components are projected out; 0 = off "
+        f"(default {recipe.denoise_variance})",
     )
     build.add_argument(
         "--topics", type=int, help="use only the corpus's first N of 20 topics (a cheaper build for big models)"
@@ -352,9 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     comparer.add_argument("--emotion", "-e", required=True, help="emotion to test, e.g. desperate")
     _add_model(comparer)
     comparer.add_argument(
-        "--layers", help="comma-separated layers or 'all' (Holm-corrected); default: the model's default layer"
+        "--layers",
+        type=layers_arg,
+        help="comma-separated layers or 'all' (Holm-corrected); default: the model's default layer",
     )
-    comparer.add_argument("--random", type=int, default=64, help="random directions in the baseline (default 64)")
+    comparer.add_argument(
+        "--random",
+        type=count_arg,
+        default=comparison.N_RANDOM,
+        help=f"random directions in the baseline (default {comparison.N_RANDOM})",
+    )
     comparer.set_defaults(run=_compare)
 
     head = commands.add_parser(
@@ -380,11 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     steerer.add_argument("episode", help="an episode with a 'decision' field (e.g. impossible-code, alex-replacement)")
     steerer.add_argument("--emotion", "-e", default="desperate,calm", help="emotion(s), comma-separated")
+    strengths = ",".join(f"{s:g}" for s in decisions.CLI_STRENGTHS)
+    steerer.add_argument("--strengths", default=strengths, help=f"comma-separated strengths (default {strengths})")
     steerer.add_argument(
-        "--strengths", default="-0.1,-0.05,0,0.05,0.1", help="comma-separated strengths (default -0.1,-0.05,0,0.05,0.1)"
+        "--layers", type=layers_arg, help="comma-separated layers or 'all' (default: the model's default layer)"
     )
-    steerer.add_argument("--layers", help="comma-separated layers or 'all' (default: the model's default layer)")
-    steerer.add_argument("--random", type=int, default=32, help="random directions in the control (default 32)")
+    steerer.add_argument(
+        "--random",
+        type=count_arg,
+        default=decisions.N_RANDOM,
+        help=f"random directions in the control (default {decisions.N_RANDOM})",
+    )
     steerer.add_argument("--no-null", action="store_true", help="skip the shuffled-label directions")
     steerer.add_argument("--table", action="store_true", help="include every (direction, strength) log-odds")
     _add_model(steerer)
@@ -395,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="trace episodes and save them as files that open without the model (explorer/data/traces/MODEL/)",
     )
     shipper.add_argument("--episodes", help="comma-separated episode ids or files (default: every shipped episode)")
-    shipper.add_argument("--layers", help="comma-separated layers (default: the model's default layer)")
+    shipper.add_argument(
+        "--layers", type=layers_arg, help="comma-separated layers (default: the model's default layer)"
+    )
     shipper.add_argument("--out", help="folder (default: the package's data/traces/MODEL)")
     _add_model(shipper)
     shipper.set_defaults(run=_ship_traces)

@@ -1,9 +1,11 @@
-"""The story corpus the emotion vectors are built from, and users' own stories.
+"""The text corpus the emotion vectors are built from, and users' own stories.
 
-The shipped corpus lives in ``explorer/data/corpus/``: one JSON file per emotion under
-``stories/`` (20 one-paragraph stories, one per topic in ``topics.json``, with the emotion's banned
-words) and ``neutral.json`` (emotionally neutral Person/AI dialogues on the same topics, used for
-denoising and calibration). ``DATASHEET.md`` there says how it was written.
+The shipped corpus lives in ``explorer/data/corpus/`` and is written in several *registers* (kinds of
+text): ``texts/<register>.jsonl`` holds one emotional text per line (emotion, topic, person, text),
+``neutral/<register>.jsonl`` emotionally flat texts in the same registers (for denoising and
+calibration), ``topics.json`` the settings texts are written in, ``banned.json`` each emotion's
+banned words (its name and synonyms, which its texts never contain). ``DATASHEET.md`` says how it
+was written and what it holds.
 """
 
 from __future__ import annotations
@@ -14,26 +16,39 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ExplorerError
 
 CORPUS_DIR = Path(__file__).parent / "data" / "corpus"
 
 
+REGISTERS = ("story", "narrative", "diary", "assistant", "dialogue", "workchat", "short")
+
+
 @dataclass(frozen=True)
 class Story:
-    """One text labelled with the emotion its character feels."""
+    """One text labelled with the emotion its character (or writer) feels."""
 
     emotion: str
     text: str
     topic: int | None = None  # index into topics.json; None for users' stories
-    person: str | None = None
+    person: str | None = None  # first, third or dialogue
+    register: str | None = None  # one of REGISTERS; None for users' stories
 
 
 @dataclass(frozen=True)
 class Corpus:
+    """Emotional texts (``stories``) and neutral texts with their topics and registers."""
+
     stories: tuple[Story, ...]
     neutral: tuple[str, ...]
     neutral_topics: tuple[int, ...]
+    neutral_registers: tuple[str, ...] = ()
+
+    @property
+    def registers(self) -> list[str]:
+        return list(dict.fromkeys(s.register for s in self.stories if s.register))
 
     @property
     def emotions(self) -> list[str]:
@@ -45,11 +60,13 @@ class Corpus:
         if not 5 <= n <= len(topics):
             raise ExplorerError(f"topics: {n}; use 5 … {len(topics)} (held-out validation needs 5 folds by topic)")
         keep = set(topics[:n])
-        neutral = [(t, k) for t, k in zip(self.neutral, self.neutral_topics) if k in keep]
+        registers = self.neutral_registers or ("",) * len(self.neutral)
+        neutral = [(t, k, r) for t, k, r in zip(self.neutral, self.neutral_topics, registers) if k in keep]
         return Corpus(
             tuple(s for s in self.stories if s.topic in keep),
-            tuple(t for t, _ in neutral),
-            tuple(k for _, k in neutral),
+            tuple(t for t, _, _ in neutral),
+            tuple(k for _, k, _ in neutral),
+            tuple(r for _, _, r in neutral) if self.neutral_registers else (),
         )
 
     def fingerprint(self) -> str:
@@ -62,26 +79,51 @@ class Corpus:
         return digest.hexdigest()
 
     def with_stories(self, extra: list[Story]) -> Corpus:
-        return Corpus(self.stories + tuple(extra), self.neutral, self.neutral_topics)
+        return Corpus(self.stories + tuple(extra), self.neutral, self.neutral_topics, self.neutral_registers)
+
+    def summary(self) -> str:
+        """Counts for the datasheet: emotions, texts per register, words, neutral texts."""
+        words = [len(s.text.split()) for s in self.stories]
+        per_register = ", ".join(f"{r} {sum(s.register == r for s in self.stories)}" for r in self.registers)
+        return (
+            f"{len(self.emotions)} emotions, {len(self.stories)} texts "
+            f"({len(self.stories) // max(1, len(self.emotions))} per emotion; {per_register}), "
+            f"{min(words)}-{max(words)} words (median {int(np.median(words))}); "
+            f"{len(self.neutral)} neutral texts on {len(set(self.neutral_topics))} topics; "
+            f"sha256 {self.fingerprint()[:16]}"
+        )
 
 
 def topics() -> list[str]:
+    """The settings texts are written in; a text's ``topic`` indexes this list."""
     return json.loads((CORPUS_DIR / "topics.json").read_text())
 
 
 def banned_words() -> dict[str, list[str]]:
-    return {p.stem: json.loads(p.read_text())["banned"] for p in sorted((CORPUS_DIR / "stories").glob("*.json"))}
+    """Each emotion's banned words: its name, inflections and synonyms."""
+    return json.loads((CORPUS_DIR / "banned.json").read_text())
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @lru_cache(maxsize=1)
 def load_corpus() -> Corpus:
-    """The shipped corpus (stories in emotion-file order, then topic order)."""
-    stories = []
-    for path in sorted((CORPUS_DIR / "stories").glob("*.json")):
-        data = json.loads(path.read_text())
-        stories += [Story(data["emotion"], s["text"], int(s["topic"]), s.get("person")) for s in data["stories"]]
-    neutral = json.loads((CORPUS_DIR / "neutral.json").read_text())["dialogues"]
-    return Corpus(tuple(stories), tuple(d["text"] for d in neutral), tuple(int(d["topic"]) for d in neutral))
+    """The shipped corpus: every register's texts (in :data:`REGISTERS` order, then emotion,
+    then topic), and the neutral texts of every register."""
+    stories, neutral = [], []
+    for register in REGISTERS:
+        rows = sorted(_jsonl(CORPUS_DIR / "texts" / f"{register}.jsonl"), key=lambda r: (r["emotion"], r["topic"]))
+        stories += [Story(r["emotion"], r["text"], int(r["topic"]), r["person"], register) for r in rows]
+    for path in sorted((CORPUS_DIR / "neutral").glob("*.jsonl")):
+        neutral += [(r["text"], int(r["topic"]), path.stem) for r in _jsonl(path)]
+    return Corpus(
+        tuple(stories),
+        tuple(t for t, _, _ in neutral),
+        tuple(k for _, k, _ in neutral),
+        tuple(r for _, _, r in neutral),
+    )
 
 
 def _jsonl_objects(path: str | Path, fields: str) -> list[tuple[str, dict]]:
@@ -144,14 +186,5 @@ def read_texts(path: str | Path) -> list[dict]:
 
 
 def summary() -> str:
-    """Counts for the datasheet: emotions, stories, words, neutral dialogues."""
-    corpus = load_corpus()
-    words = [len(s.text.split()) for s in corpus.stories]
-    first = sum(s.person == "first" for s in corpus.stories)
-    return (
-        f"{len(corpus.emotions)} emotions, {len(corpus.stories)} stories "
-        f"({len(corpus.stories) // max(1, len(corpus.emotions))} per emotion, {first} first person), "
-        f"{min(words)}-{max(words)} words (mean {sum(words) / len(words):.0f}); "
-        f"{len(corpus.neutral)} neutral dialogues on {len(set(corpus.neutral_topics))} topics; "
-        f"sha256 {corpus.fingerprint()[:16]}"
-    )
+    """Counts of the shipped corpus (``explorer corpus``)."""
+    return load_corpus().summary()

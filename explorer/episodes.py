@@ -41,6 +41,30 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """A forced choice asked at the end of an episode: which option does the model pick next?
+
+    Parsed once from an episode's ``decision`` field; ``after_message`` keeps messages
+    0..after_message before the question (default: all of them).
+    """
+
+    question: str
+    safe: str
+    unsafe: str
+    after_message: int | None = None
+
+    def messages(self, episode: Episode, unsafe_first: bool) -> list[Message]:
+        """The episode's kept messages, then the question with the options in the given order."""
+        keep = episode.messages if self.after_message is None else episode.messages[: self.after_message + 1]
+        first, second = (self.unsafe, self.safe) if unsafe_first else (self.safe, self.unsafe)
+        ask = f"{self.question}\n\nA) {first}\nB) {second}\n\nAnswer with the letter A or B only."
+        return [*keep, Message("user", ask)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Episode:
     id: str
     title: str
@@ -48,8 +72,8 @@ class Episode:
     messages: tuple[Message, ...]
     control: str | None = None
     source: str = field(default="", compare=False)
-    # a forced choice for steering experiments: question, safe, unsafe, after_message (optional)
-    decision: dict[str, Any] | None = field(default=None, hash=False)
+    # a forced choice for steering experiments (explorer.dose_response)
+    decision: Decision | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "title": self.title, "description": self.description}
@@ -57,7 +81,7 @@ class Episode:
             data["control"] = self.control
         data["messages"] = [{k: v for k, v in vars(m).items() if v is not None} for m in self.messages]
         if self.decision is not None:
-            data["decision"] = dict(self.decision)
+            data["decision"] = self.decision.to_dict()
         return data
 
     def canonical_json(self) -> str:
@@ -66,6 +90,21 @@ class Episode:
     @property
     def attempts(self) -> list[int]:
         return sorted({m.attempt for m in self.messages if m.attempt is not None})
+
+    @property
+    def failed_attempts(self) -> list[int]:
+        """Attempts whose outcome is fail (all attempts when the episode records no outcomes)."""
+        failed = sorted({m.attempt for m in self.messages if m.outcome == "fail" and m.attempt is not None})
+        return failed or self.attempts
+
+    def require_decision(self) -> Decision:
+        """The episode's :class:`Decision`, or a one-line error saying how to add one."""
+        if self.decision is None:
+            raise ExplorerError(
+                f"{self.source or self.id}: no 'decision' field; add one with 'question', 'safe' and 'unsafe' "
+                "(see explorer/data/episodes/impossible-code.json)"
+            )
+        return self.decision
 
 
 def parse_episode(data: Any, source: str = "<episode>") -> Episode:
@@ -120,7 +159,7 @@ def _check_fields(value: Any, allowed: set[str], where: str, not_an_object: str)
         raise ExplorerError(f"{where}: unknown field '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
 
 
-def _parse_decision(decision: Any, n_messages: int, source: str) -> dict[str, Any] | None:
+def _parse_decision(decision: Any, n_messages: int, source: str) -> Decision | None:
     if decision is None:
         return None
     where = f"{source}: field 'decision'"
@@ -131,7 +170,7 @@ def _parse_decision(decision: Any, n_messages: int, source: str) -> dict[str, An
     after = decision.get("after_message")
     if after is not None and (isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < n_messages):
         raise ExplorerError(f"{where}.after_message is {after!r}; use a message index from 0 to {n_messages - 1}")
-    return {k: decision[k] for k in ("question", "safe", "unsafe", "after_message") if k in decision}
+    return Decision(decision["question"], decision["safe"], decision["unsafe"], after)
 
 
 def shipped_episodes() -> list[str]:
@@ -232,7 +271,7 @@ def _message_spans(model, episode: Episode) -> tuple[str, list[tuple[int, int]],
 def render(model, episode: Episode) -> RenderedEpisode:
     """Render ``episode`` for ``model`` and attribute every token to one message."""
     text, spans, template = _message_spans(model, episode)
-    encoded = model.tokenizer(text, return_offsets_mapping=True, add_special_tokens=template == "plain")
+    encoded = model.tokenize(text, templated=template == "chat", offsets=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     # message i owns the characters from the end of message i-1's content to the end of its own
     boundaries = [end for _, end in spans]

@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__, cache
+from .comparison import compare_emotions
 from .episodes import load_episode
 from .errors import ExplorerError
 from .models import Model
-from .stats import compare_emotions
+from .stats import predicted_sign, shown
 from .vectors import EmotionVectors
 
 HEADLINE_DIR = Path(__file__).parent / "data" / "headline"
@@ -36,43 +37,17 @@ EMOTIONS = ("desperate", "calm", "afraid")
 
 
 def headline(model: Model, vectors: EmotionVectors, layers="all", emotions=EMOTIONS) -> list[dict]:
-    """One row per contrast, emotion and layer with the effect and its three tests."""
+    """One row per contrast, emotion and layer with the effect and its three tests
+    (:meth:`explorer.comparison.LayerTest.row`); the minimum detectable effect at the rule layer."""
     rows = []
     for contrast, (episode_id, control_id) in CONTRASTS.items():
         episode, control = load_episode(episode_id), load_episode(control_id)
-        results = compare_emotions(model, episode, vectors, list(emotions), control=control, layers=layers)
+        results = compare_emotions(
+            model, episode, vectors, list(emotions), control=control, layers=layers, mde=[model.default_layer]
+        )
         for result in results:
-            for block in result["layers"]:
-                rows.append({"model": model.name, "contrast": contrast, **result_row(result, block)})
+            rows += [{"model": model.name, "contrast": contrast, **test.row()} for test in result.layers]
     return rows
-
-
-def result_row(result: dict, block: dict) -> dict:
-    """One emotion at one layer of a :func:`explorer.compare` result, flat: the effect, the three
-    tests (raw and Holm-corrected), their smallest reachable p, the nulls' 95th percentiles of
-    |slope|, the rank among the emotions and the drop after the pass."""
-    trend, rnd = block["difference_trend"], block["random_directions"]
-    null = block["shuffled_label_null"] or {}
-    return {
-        "emotion": result["emotion"],
-        "layer": block["layer"],
-        "slope_z": trend["slope_z_per_attempt"],
-        "slope_sd": trend["slope_control_sd_per_attempt"],
-        "permutation_p": trend["permutation_p"],
-        "permutation_p_holm": trend["permutation_p_holm"],
-        "random_p": rnd["p"],
-        "random_p_holm": rnd["p_holm"],
-        "null_p": null.get("p"),
-        "null_p_holm": null.get("p_holm"),
-        "rank": block["specificity"]["rank"],
-        "of": block["specificity"]["of"],
-        "drop_after_pass": (block["after_pass"] or {}).get("drop"),
-        "random_abs_p95": rnd["abs_slope_p95"],
-        "null_abs_p95": null.get("abs_slope_p95"),
-        "permutation_min_p": trend["permutation_min_p"],
-        "random_min_p": rnd["min_p"],
-        "null_min_p": null.get("min_p"),
-    }
 
 
 def save(rows: list[dict], model: Model, vectors: EmotionVectors, path: str | Path) -> Path:
@@ -113,16 +88,13 @@ def load_headline(model_name_or_path: str | Path) -> tuple[pd.DataFrame, int]:
 
 
 TESTS = ("permutation", "random", "null")
-PREDICTED_SIGN = {"desperate": 1, "afraid": 1, "calm": -1}  # the paper: rising strain, falling calm
 
 
 def shown_at_rule_layer(row: dict, alpha: float = 0.05) -> bool:
     """The pre-registered test: at the rule layer (fixed before any result was seen, so one test and
-    no correction) the emotion moves in the predicted direction (``PREDICTED_SIGN``; up for any
-    other emotion) and all three p-values are below ``alpha``."""
-    sign = PREDICTED_SIGN.get(row.get("emotion"), 1)
-    moved = (row["slope_z"] or 0) * sign > 0
-    return moved and all(row[f"{t}_p"] is not None and row[f"{t}_p"] < alpha for t in TESTS)
+    no correction) the emotion moves in the predicted direction (``explorer.stats.PREDICTED_SIGN``)
+    and all three p-values are below ``alpha`` — the rule of :attr:`LayerTest.shown`, on a row."""
+    return shown(row["slope_z"], [row[f"{t}_p"] for t in TESTS], predicted_sign(row.get("emotion", "")), alpha)
 
 
 def significant(row: dict, alpha: float = 0.05) -> bool:
@@ -145,9 +117,9 @@ def to_markdown(rows: list[dict], rule_layer: int) -> str:
     passing all three tests after Holm's correction (or the floor that makes a pass unreachable)."""
     lines = [
         "| model | contrast | emotion | slope z/attempt @rule layer | perm p | random p | shuffled p | rank "
-        "| drop after pass | shown at rule layer (predicted sign, all 3 p < 0.05) "
+        "| drop after pass | shown at rule layer (predicted sign, all 3 p < 0.05) | detectable at rule layer "
         "| layers passing all 3 tests (Holm) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keyed: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -165,6 +137,14 @@ def to_markdown(rows: list[dict], rule_layer: int) -> str:
             f"| {model} | {contrast} | {emotion} | {fmt(at_rule['slope_z'], '+.3f')} | "
             f"{fmt(at_rule['permutation_p'])} | {fmt(at_rule['random_p'])} | {fmt(at_rule['null_p'])} | "
             f"{at_rule['rank']}/{at_rule['of']} | {fmt(at_rule['drop_after_pass'], '+.3f')} | "
-            f"{'**yes**' if shown_at_rule_layer(at_rule) else 'no'} | {scan} |"
+            f"{'**yes**' if shown_at_rule_layer(at_rule) else 'no'} | {_detectable(at_rule)} | {scan} |"
         )
     return "\n".join(lines)
+
+
+def _detectable(row: dict) -> str:
+    """The minimum detectable effect of a row, as the table prints it."""
+    mde = row.get("mde_z")
+    if mde is None:
+        return "not measured" if "mde_z" not in row else "no effect size (nulls cannot reach p < 0.05)"
+    return f"≥ {mde:.3f} z/attempt"

@@ -24,6 +24,7 @@ import torch
 
 from . import cache
 from .errors import ExplorerError
+from .hooks import Steering, SteeringStack
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,8 @@ class Model:
     load_seconds: float = 0.0
     remote: bool = False  # passes run on NDIF (see explorer.remote)
     _layer_path: str = field(default="", repr=False)
+    # the steering blocks active on this model (explorer.steer pushes onto it); see explorer.hooks
+    steering: SteeringStack = field(default_factory=SteeringStack, repr=False, compare=False)
 
     def trace(self, input_ids: Any, **kwargs: Any) -> Any:
         """An nnsight trace over ``input_ids``, run on NDIF when the model is remote."""
@@ -235,9 +238,58 @@ class Model:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     def check_layer(self, layer: int) -> int:
-        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+        """``layer`` itself when it is a layer of this model, else a one-line error."""
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layers:
             raise ExplorerError(f"layer {layer!r} does not exist in '{self.name}': choose 0 … {self.n_layers - 1}")
         return layer
+
+    def resolve_layers(self, layers: Any = None) -> list[int]:
+        """The one meaning of every ``layers`` argument, sorted and checked.
+
+        ``None`` is the model's default read-out layer; ``"all"`` every layer; an int one layer; a
+        list of ints (or a string such as ``"10,15,20"``) those layers. Anything else (a float,
+        an empty list, a word) is a one-line error saying what to give instead.
+        """
+        fix = f"give a layer 0 … {self.n_layers - 1}, a list of them, or 'all'"
+        if layers is None:
+            return [self.default_layer]
+        if isinstance(layers, str):
+            text = layers.strip()
+            if text == "all":
+                return list(range(self.n_layers))
+            parts = [p.strip() for p in text.split(",") if p.strip()]
+            if not parts or not all(p.lstrip("-").isdigit() for p in parts):
+                raise ExplorerError(f"layers {layers!r}: {fix}, e.g. '10,15,20'")
+            layers = [int(p) for p in parts]
+        elif hasattr(layers, "__index__") and not isinstance(layers, bool):
+            layers = [layers.__index__()]
+        try:
+            values = list(layers)
+        except TypeError:
+            raise ExplorerError(f"layers {layers!r}: {fix}") from None
+        if not values:
+            raise ExplorerError(f"layers []: no layer given; {fix}")
+        checked = []
+        for value in values:
+            if isinstance(value, bool) or not hasattr(value, "__index__"):
+                raise ExplorerError(f"layer {value!r} is not a whole number; {fix}")
+            checked.append(self.check_layer(value.__index__()))
+        return sorted(set(checked))
+
+    @property
+    def context_limit(self) -> int:
+        """The most tokens the model reads in one pass (its position limit)."""
+        return int(getattr(self.hf.config.get_text_config(), "max_position_embeddings", 0) or 10**9)
+
+    def tokenize(self, text: str, templated: bool = False, offsets: bool = False) -> Any:
+        """The one tokenisation rule: text rendered through the chat template already carries its
+        special tokens (``templated``), anything else gets the tokenizer's own (e.g. BOS).
+        Returns the tokenizer's encoding (``input_ids``, and ``offset_mapping`` with ``offsets``)."""
+        return self.tokenizer(text, add_special_tokens=not templated, return_offsets_mapping=offsets)
+
+    def steered(self, steering: Steering) -> Any:
+        """Context manager: ``steering`` applies to every pass of this model inside the block."""
+        return self.steering.installed(self.torch_layers, steering)
 
     def __repr__(self) -> str:
         return (
@@ -246,7 +298,7 @@ class Model:
         )
 
 
-def _decoder_layer_path(hf: torch.nn.Module) -> str:
+def decoder_layer_path(hf: torch.nn.Module) -> str:
     n = hf.config.get_text_config().num_hidden_layers
     for path, module in hf.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
@@ -326,9 +378,22 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
             ``NDIF_API_KEY`` or a hidden prompt (see :mod:`explorer.remote`).
     """
     if remote:
-        from .remote import load_remote
+        from .remote import open_remote
 
-        return load_remote(name)
+        started = time.perf_counter()
+        handle, source = open_remote(name)
+        model = Model(
+            name=name,
+            nn=handle,
+            hf=handle._model,
+            tokenizer=handle.tokenizer,
+            source=source,
+            chat=bool(getattr(handle.tokenizer, "chat_template", None)),
+            remote=True,
+            _layer_path=decoder_layer_path(handle._model),
+        )
+        model.load_seconds = time.perf_counter() - started
+        return model
     from nnsight import TransformersModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -373,7 +438,7 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
         source=source,
         chat=chat,
         sha256=digest,
-        _layer_path=_decoder_layer_path(hf),
+        _layer_path=decoder_layer_path(hf),
     )
     model.load_seconds = time.perf_counter() - started
     return model

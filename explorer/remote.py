@@ -37,9 +37,7 @@ def host() -> str:
 
 
 def _local_hint() -> str:
-    from .models import DEFAULT_MODEL
-
-    return f"run locally instead: leave out remote=True / --remote, or ex.load_model('{DEFAULT_MODEL}')"
+    return "run locally instead: leave out remote=True / --remote, or ex.load_model() for the default model"
 
 
 def running_models(timeout: float = STATUS_TIMEOUT_S) -> set[str]:
@@ -92,16 +90,13 @@ def _can_prompt() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
-def load_remote(repo_id: str) -> Any:
-    """A :class:`explorer.models.Model` whose passes run on NDIF."""
-    import time
+def open_remote(repo_id: str) -> tuple[Any, str]:
+    """nnsight's handle on ``repo_id`` (config and tokenizer local, weights on NDIF) and a
+    description of where it runs; :func:`explorer.load_model` with ``remote=True`` wraps it."""
     import warnings
-
-    from .models import Model, _decoder_layer_path
 
     if "/" not in repo_id:
         raise ExplorerError(f"remote models are Hugging Face ids (owner/name, e.g. {EXAMPLE}), not '{repo_id}'")
-    started = time.perf_counter()
     check_hosted(repo_id)
     use_api_key()
     from nnsight import TransformersModel
@@ -115,18 +110,5 @@ def load_remote(repo_id: str) -> Any:
         raise ExplorerError(
             f"cannot read the config and tokenizer of '{repo_id}' from the Hugging Face hub: {first}"
         ) from None
-    hf = handle._model
-    tokenizer = handle.tokenizer
-    model = Model(
-        name=repo_id,
-        nn=handle,
-        hf=hf,
-        tokenizer=tokenizer,
-        source=f"NDIF ({host()})",
-        chat=bool(getattr(tokenizer, "chat_template", None)),
-        remote=True,
-        _layer_path=_decoder_layer_path(hf),
-    )
-    model.load_seconds = time.perf_counter() - started
     log.info("remote model %s ready (config and tokenizer local, weights on NDIF)", repo_id)
-    return model
+    return handle, f"NDIF ({host()})"

@@ -24,7 +24,9 @@ import torch
 from . import cache
 from .episodes import Episode, render
 from .errors import ExplorerError
+from .hooks import apply_in_trace
 from .models import Model, layer_output
+from .stats import attempt_means
 from .vectors import EmotionVectors
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ TOKEN_COLUMNS = ["token_index", "message_index", "role", "attempt", "token"]
 TRACE_FORMAT = 2  # part of every cache key: bump when rendering or the stored arrays change
 
 
-@dataclass
+@dataclass(kw_only=True)
 class IntensityTrace:
     """Read-outs of one episode: ``raw`` and ``z`` are (tokens, emotions, layers) float32 arrays.
 
@@ -75,6 +77,11 @@ class IntensityTrace:
         if emotion not in self.emotions:
             raise ExplorerError(f"emotion '{emotion}' was not traced; this trace has: {', '.join(self.emotions)}")
         return (self.z if z else self.raw)[:, self.emotions.index(emotion), self._layer_index(layer)]
+
+    def attempt_means(self, emotion: str, layer: int | None = None, roles: Sequence[str] = ("assistant",)) -> pd.Series:
+        """Mean z of ``emotion`` at ``layer`` per attempt over the content tokens of ``roles``
+        (index: attempt) — the per-attempt curve that :func:`explorer.compare` tests."""
+        return attempt_means(self.tokens, self.emotion(emotion, layer)[:, None], list(roles))[0]
 
     def to_csv(self, path: str | Path, layer: int | None = None) -> None:
         self.readouts(layer).to_csv(path, index=False, float_format="%.5g")
@@ -133,7 +140,16 @@ class IntensityTrace:
         tokens["attempt"] = tokens["attempt"].astype("Int64")
         tokens.attrs["n_layers"] = meta["n_layers"]
         episode = parse_episode(meta["episode"], source=str(path))
-        return cls(episode, meta["model"], list(meta["emotions"]), list(meta["layers"]), tokens, raw, z, text)
+        return cls(
+            episode=episode,
+            model_name=meta["model"],
+            emotions=list(meta["emotions"]),
+            layers=list(meta["layers"]),
+            tokens=tokens,
+            raw=raw,
+            z=z,
+            text=text,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -145,13 +161,11 @@ class IntensityTrace:
 def _trace_key(model: Model, vectors: EmotionVectors, episode: Episode, layers: list[int]) -> str:
     digest = hashlib.sha256()
     digest.update(f"{TRACE_FORMAT}\0{model.name}\0{model.sha256}\0{layers}\0".encode())
-    from .steering import active_signature  # steering imports stats, which imports this module
-
-    steered = active_signature()
+    steered = model.steering.signature()
     if steered:  # a steered trace is another trace
         digest.update(f"steering:{steered}\0".encode())
     digest.update(vectors.directions.numpy().tobytes())
-    digest.update(vectors.neutral_mean.numpy().tobytes() + vectors.neutral_std.numpy().tobytes())
+    digest.update(vectors.z_offset.numpy().tobytes() + vectors.z_scale.numpy().tobytes())
     digest.update(episode.canonical_json().encode())
     return digest.hexdigest()[:32]
 
@@ -174,18 +188,18 @@ def _read_cached(path: Path, episode: Episode, model: Model, vectors: EmotionVec
 
 
 def _assemble(episode, model, vectors, layers, tokens, raw, text) -> IntensityTrace:
-    mean = vectors.neutral_mean[layers].T.numpy()[None]  # (1, emotions, layers)
-    std = vectors.neutral_std[layers].T.numpy()[None]
+    mean = vectors.z_offset[layers].T.numpy()[None]  # (1, emotions, layers)
+    std = vectors.z_scale[layers].T.numpy()[None]
     tokens.attrs["n_layers"] = model.n_layers
     return IntensityTrace(
-        episode,
-        model.name,
-        list(vectors.emotions),
-        list(layers),
-        tokens,
-        raw,
-        ((raw - mean) / std).astype(np.float32),
-        text,
+        episode=episode,
+        model_name=model.name,
+        emotions=list(vectors.emotions),
+        layers=list(layers),
+        tokens=tokens,
+        raw=raw,
+        z=((raw - mean) / std).astype(np.float32),
+        text=text,
     )
 
 
@@ -211,30 +225,25 @@ def load_shipped_trace(model_name: str, episode_id: str) -> IntensityTrace:
     return IntensityTrace.load(path)
 
 
-def context_limit(model: Model) -> int:
-    return int(getattr(model.hf.config.get_text_config(), "max_position_embeddings", 0) or 10**9)
-
-
 def readout_pass(model: Model, input_ids: torch.Tensor, directions: dict[int, torch.Tensor]) -> np.ndarray:
     """One forward pass projecting each token's residual stream at each layer ``L`` onto the rows
     of ``directions[L]`` (k, width); returns (tokens, k, layers), stopped after the deepest layer.
 
     Only the projections leave the pass, which is what travels back from NDIF for remote models.
-    Active :func:`explorer.steer` blocks apply: local ones through their hooks (their addition at
-    a read layer itself is added back here, since nnsight reads before hooks run), remote ones
-    inside the trace.
+    The model's active steering blocks apply (``model.steering``): local ones through their hooks
+    (their addition at a read layer itself is added back here, since nnsight reads before hooks
+    run), remote ones inside the trace.
     """
-    from .steering import added, apply_in_trace, in_trace_layers  # steering imports stats → here
-
+    stack = model.steering
     n = input_ids.shape[-1]
     deepest = max(directions)
-    steer_here = {layer for layer in in_trace_layers() if layer <= deepest}
+    steer_here = {layer for layer in stack.in_trace_layers() if layer <= deepest}
     projections = {}
     with torch.inference_mode(), model.trace(input_ids) as tracer:
         for layer in sorted(set(directions) | steer_here):
             envoy = model.layers[layer]
             if layer in steer_here:
-                apply_in_trace(envoy, added(layer, n, in_trace=True))
+                apply_in_trace(envoy, stack.added(layer, n, in_trace=True))
             if layer in directions:
                 hidden = layer_output(envoy.output)[0]
                 projections[layer] = (hidden @ directions[layer].T.to(hidden.dtype)).save()
@@ -242,7 +251,7 @@ def readout_pass(model: Model, input_ids: torch.Tensor, directions: dict[int, to
     out = []
     for layer in sorted(directions):
         projection = projections[layer].float()
-        extra = added(layer, n)
+        extra = stack.added(layer, n)
         if extra is not None:
             projection = projection + extra @ directions[layer].T.float()
         out.append(projection)
@@ -253,10 +262,10 @@ def rendered_ids(model: Model, episode: Episode):
     """Render ``episode`` and refuse, with a one-line reason, one longer than the model's context."""
     rendered = render(model, episode)
     n = len(rendered.input_ids)
-    if n > context_limit(model):
+    if n > model.context_limit:
         raise ExplorerError(
             f"{episode.source or episode.id}: renders to {n} tokens but '{model.name}' reads at most "
-            f"{context_limit(model)}; shorten the episode or split it into parts"
+            f"{model.context_limit}; shorten the episode or split it into parts"
         )
     return rendered, torch.tensor([rendered.input_ids])
 
@@ -265,7 +274,7 @@ def trace(
     model: Model,
     episode: Episode,
     vectors: EmotionVectors,
-    layers: Sequence[int] | str | int | None = None,
+    layers: Sequence[int] | str | int | None = "all",
     use_cache: bool = True,
 ) -> IntensityTrace:
     """Read every token of ``episode`` on every emotion in one forward pass.
@@ -274,16 +283,19 @@ def trace(
         model: from :func:`explorer.load_model`.
         episode: from :func:`explorer.load_episode` (a shipped id or your own file).
         vectors: from :func:`explorer.load_vectors` for the same model.
-        layers: an int, a list of ints, or "all"; default: all layers (the pass costs about one
-            forward either way; ask for fewer, shallower layers to stop the pass earlier).
+        layers: "all" (default: the pass costs about one forward either way), an int, a list of
+            ints, or None for the model's read-out layer (:meth:`Model.resolve_layers`); fewer,
+            shallower layers stop the pass earlier.
         use_cache: reuse a trace computed before for the same model, vectors, episode and layers.
     """
+    if not isinstance(episode, Episode):
+        raise ExplorerError(
+            f"trace: episode is a {type(episode).__name__}; pass ex.load_episode({episode!r}) instead"
+            if isinstance(episode, str | Path)
+            else f"trace: episode is a {type(episode).__name__}; pass one from ex.load_episode(...)"
+        )
     vectors.check_model(model)
-    if layers is None or layers == "all":
-        layers = list(range(model.n_layers))
-    elif isinstance(layers, int):
-        layers = [layers]
-    layers = sorted({model.check_layer(int(layer)) for layer in layers})
+    layers = model.resolve_layers(layers)
     key = _trace_key(model, vectors, episode, layers)
     path = _cache_path(key)
     if use_cache and path.is_file():

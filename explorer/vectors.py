@@ -127,6 +127,7 @@ class EmotionVectors:
 
     def __init__(
         self,
+        *,
         directions: torch.Tensor,
         emotions: Sequence[str],
         neutral_mean: torch.Tensor,
@@ -135,6 +136,8 @@ class EmotionVectors:
         grand_mean: torch.Tensor,
         metadata: dict,
         null_directions: torch.Tensor | None = None,
+        z_offset: torch.Tensor | None = None,
+        z_scale: torch.Tensor | None = None,
     ):
         self.directions = directions.float()  # (layers, emotions, width)
         self.emotions = list(emotions)
@@ -145,6 +148,49 @@ class EmotionVectors:
         self.metadata = dict(metadata)
         # (layers, n, width): the recipe on shuffled story labels; the stricter null for comparisons
         self.null_directions = None if null_directions is None else null_directions.float()
+        self._check_shapes()
+        offset, scale = self._calibration()
+        self.z_offset = offset if z_offset is None else z_offset.float()  # (layers, emotions)
+        self.z_scale = scale if z_scale is None else z_scale.float()  # (layers, emotions)
+
+    def _check_shapes(self) -> None:
+        """The metadata and every tensor must agree, so a column can never be mislabelled."""
+        layers, k, width = self.directions.shape
+        where = f"vectors of '{self.metadata.get('model', '?')}'"
+        if not all(isinstance(e, str) and e for e in self.emotions) or len(set(self.emotions)) != len(self.emotions):
+            raise ExplorerError(f"{where}: 'emotions' must be distinct non-empty names, one per direction")
+        if len(self.emotions) != k:
+            raise ExplorerError(f"{where}: {len(self.emotions)} emotion names for {k} directions; rebuild the file")
+        expected = {
+            "neutral_mean": (layers, k),
+            "neutral_std": (layers, k),
+            "residual_norm": (layers,),
+            "grand_mean": (layers, width),
+        }
+        for name, shape in expected.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise ExplorerError(
+                    f"{where}: '{name}' has shape {tuple(getattr(self, name).shape)}, expected {shape}; "
+                    "rebuild the file"
+                )
+        for name in ("directions", "neutral_mean", "neutral_std", "residual_norm", "grand_mean"):
+            if not bool(torch.isfinite(getattr(self, name)).all()):
+                raise ExplorerError(f"{where}: '{name}' holds NaN or infinite values; rebuild the file")
+        if bool((self.neutral_std <= 0).any()):
+            raise ExplorerError(f"{where}: 'neutral_std' has zeros, so z-scores would be infinite; rebuild the file")
+
+    @property
+    def readout_mode(self) -> str:
+        """How z-scores are calibrated (the recipe's ``readout``; see :class:`Recipe`)."""
+        return self.metadata.get("recipe", {}).get("readout", "neutral_z")
+
+    def _calibration(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(offset, scale), each (layers, emotions): z = (h · v − offset) / scale."""
+        if self.readout_mode == "grand_mean":
+            offset = torch.einsum("lew,lw->le", self.directions, self.grand_mean)
+            common = self.neutral_std.pow(2).mean(1, keepdim=True).sqrt()  # one scale for every emotion
+            return offset, common.expand_as(offset).clone()
+        return self.neutral_mean, self.neutral_std
 
     # --- shape and access -------------------------------------------------------------
     @property
@@ -184,14 +230,57 @@ class EmotionVectors:
     def select(self, emotions: Sequence[str]) -> EmotionVectors:
         idx = [self.index(e) for e in emotions]
         return EmotionVectors(
-            self.directions[:, idx],
-            emotions,
-            self.neutral_mean[:, idx],
-            self.neutral_std[:, idx],
-            self.residual_norm,
-            self.grand_mean,
-            self.metadata,
+            directions=self.directions[:, idx],
+            emotions=list(emotions),
+            neutral_mean=self.neutral_mean[:, idx],
+            neutral_std=self.neutral_std[:, idx],
+            residual_norm=self.residual_norm,
+            grand_mean=self.grand_mean,
+            metadata=self.metadata,
             null_directions=self.null_directions,
+            z_offset=self.z_offset[:, idx],
+            z_scale=self.z_scale[:, idx],
+        )
+
+    def with_directions(self, directions: torch.Tensor, names: Sequence[str]) -> EmotionVectors:
+        """These vectors plus extra read-out directions (e.g. random ones as a baseline) that a
+        single trace reads in the same pass.
+
+        Args:
+            directions: (k, width) — the same at every layer — or (layers, k, width).
+            names: one column name per direction; must not clash with an emotion.
+
+        The extra directions have no neutral calibration (mean 0, SD 1), so their z-scores equal
+        their raw read-outs: compare them with each other in raw units, as ``compare`` does.
+        """
+        directions = torch.as_tensor(directions).float()
+        if directions.dim() == 2:
+            directions = directions.expand(self.n_layers, -1, -1)
+        names = list(names)
+        if (
+            directions.shape[0] != self.n_layers
+            or directions.shape[2] != self.width
+            or directions.shape[1] != len(names)
+        ):
+            raise ExplorerError(
+                f"with_directions: got shape {tuple(directions.shape)} for {len(names)} names; give "
+                f"({len(names)}, {self.width}) or ({self.n_layers}, {len(names)}, {self.width})"
+            )
+        clash = sorted(set(names) & set(self.emotions))
+        if clash or len(set(names)) != len(names):
+            raise ExplorerError(f"with_directions: names must be new and distinct; '{(clash or names)[0]}' is not")
+        zeros, ones = torch.zeros(self.n_layers, len(names)), torch.ones(self.n_layers, len(names))
+        return EmotionVectors(
+            directions=torch.cat([self.directions, directions], dim=1),
+            emotions=self.emotions + names,
+            neutral_mean=torch.cat([self.neutral_mean, zeros], dim=1),
+            neutral_std=torch.cat([self.neutral_std, ones], dim=1),
+            residual_norm=self.residual_norm,
+            grand_mean=self.grand_mean,
+            metadata=self.metadata,
+            null_directions=self.null_directions,
+            z_offset=torch.cat([self.z_offset, zeros], dim=1),
+            z_scale=torch.cat([self.z_scale, ones], dim=1),
         )
 
     def __repr__(self) -> str:
@@ -201,13 +290,17 @@ class EmotionVectors:
     def readout(self, hidden: torch.Tensor, layer: int, z: bool = True) -> torch.Tensor:
         """Project residual streams ``hidden[..., width]`` on every emotion at ``layer``.
 
-        Raw read-outs are dot products with the unit vectors; z-scores subtract the mean and
-        divide by the standard deviation of the same read-out over neutral dialogue tokens.
+        Raw read-outs are dot products with the unit vectors. z-scores follow the recipe's
+        ``readout``: "grand_mean" (the default) centres on the mean of all emotions' texts (the
+        recipe's own centring) and divides by one scale shared by every emotion at the layer (the
+        RMS of their SDs over neutral tokens), so which emotion is highest is never changed by the
+        calibration; "neutral_z" (files built before) subtracts each emotion's mean over neutral
+        tokens and divides by its own SD.
         """
         raw = hidden.float() @ self.at(layer).T
         if not z:
             return raw
-        return (raw - self.neutral_mean[layer]) / self.neutral_std[layer]
+        return (raw - self.z_offset[layer]) / self.z_scale[layer]
 
     def cosine_matrix(self, layer: int) -> pd.DataFrame:
         m = self.at(layer)
@@ -266,18 +359,28 @@ class EmotionVectors:
             raise ExplorerError(
                 f"{path}: not an emotion-vector file ({type(exc).__name__}); rebuild it with `explorer vectors build`"
             ) from None
-        if meta.get("format") != FORMAT:
-            raise ExplorerError(f"{path}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
-        return cls(
-            tensors["directions"],
-            meta["emotions"],
-            tensors["neutral_mean"],
-            tensors["neutral_std"],
-            tensors["residual_norm"],
-            tensors["grand_mean"],
-            meta,
-            null_directions=tensors.get("null_directions"),
-        )
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise ExplorerError(f"{path}: field 'format' is {found!r}, expected {FORMAT!r}")
+        missing = [
+            k for k in ("directions", "neutral_mean", "neutral_std", "residual_norm", "grand_mean") if k not in tensors
+        ]
+        if missing or not isinstance(meta.get("emotions"), list):
+            field = f"tensor '{missing[0]}'" if missing else "metadata field 'emotions' (a list of names)"
+            raise ExplorerError(f"{path}: {field} is missing; rebuild it with `explorer vectors build`")
+        try:
+            return cls(
+                directions=tensors["directions"],
+                emotions=meta["emotions"],
+                neutral_mean=tensors["neutral_mean"],
+                neutral_std=tensors["neutral_std"],
+                residual_norm=tensors["residual_norm"],
+                grand_mean=tensors["grand_mean"],
+                metadata=meta,
+                null_directions=tensors.get("null_directions"),
+            )
+        except ExplorerError as error:
+            raise ExplorerError(f"{path}: {error}") from None
 
 
 def pca_scores(matrix: np.ndarray, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -386,13 +489,13 @@ def vectors_from_extraction(extraction: Extraction, recipe: Recipe, metadata: di
         "neutral_tokens": extraction.neutral_tokens,
     }
     return EmotionVectors(
-        directions,
-        emotions,
-        neutral_mean,
-        neutral_var.clamp_min(1e-12).sqrt(),
-        extraction.neutral_norm,
-        grand,
-        meta,
+        directions=directions,
+        emotions=emotions,
+        neutral_mean=neutral_mean,
+        neutral_std=neutral_var.clamp_min(1e-12).sqrt(),
+        residual_norm=extraction.neutral_norm,
+        grand_mean=grand,
+        metadata=meta,
         null_directions=null,
     )
 

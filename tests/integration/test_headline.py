@@ -27,11 +27,12 @@ def test_headline_rows_are_compare_results_and_survive_a_file(default_model, vec
     direct = ex.compare(
         default_model, ex.load_episode("impossible-code-calm-failure"), vectors, "calm",
         control=ex.load_episode("impossible-code-control"),
-    )["layers"][0]  # fmt: skip
+    ).at()  # fmt: skip
     failure_calm = next(r for r in rows if (r["contrast"], r["emotion"]) == ("failure", "calm"))
-    assert failure_calm["slope_z"] == direct["difference_trend"]["slope_z_per_attempt"]
-    assert failure_calm["random_p"] == direct["random_directions"]["p"]
-    assert failure_calm["rank"] == direct["specificity"]["rank"] and failure_calm["of"] == 40
+    assert failure_calm["slope_z"] == direct.slope_z
+    assert failure_calm["random_p"] == direct.random.p
+    assert failure_calm["rank"] == direct.rank and failure_calm["of"] == 40
+    assert failure_calm["mde_z"] == direct.mde_z and direct.mde_z > 0
     for row in rows:
         assert 0 < row["permutation_p"] <= 1 and 0 < row["random_p"] <= 1 and 0 < row["null_p"] <= 1
         # the smallest p each test can give: 6 failed attempts (2 of 720 orderings), 64 random, 40 shuffled

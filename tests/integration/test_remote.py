@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import explorer as ex
-from explorer import activations, remote, steering
+from explorer import activations, decisions, remote
 from explorer.corpus import load_corpus
+from explorer.hooks import Steering
 from explorer.tracing import readout_pass
 
 pytestmark = pytest.mark.integration
@@ -113,9 +114,9 @@ def test_in_trace_steering_equals_hook_steering(default_model, vectors):
     unit = vectors["desperate"].directions / vectors["desperate"].directions.norm(dim=-1, keepdim=True)
     deltas = {layer: (0.08 * vectors.residual_norm[layer] * unit[layer])[None] for layer in (12, 20)}
     plain = readout_pass(model, ids, read)
-    with steering._installed(model, steering.Steering("hooks", deltas, slice(4, None))):
+    with model.steered(Steering("hooks", deltas, slice(4, None))):
         hooked = readout_pass(model, ids, read)
-    with steering._installed(model, steering.Steering("traced", deltas, slice(4, None), in_trace=True)):
+    with model.steered(Steering("traced", deltas, slice(4, None), in_trace=True)):
         traced = readout_pass(model, ids, read)
     assert np.abs(hooked - plain).max() > 1.0
     np.testing.assert_allclose(traced, hooked, atol=1e-3)
@@ -125,9 +126,9 @@ def test_in_trace_steering_equals_hook_steering(default_model, vectors):
 def test_traced_decisions_equal_cached_decisions(default_model, vectors):
     model = default_model
     episode = ex.load_episode("alex-replacement")
-    decision = steering.decision_for(episode)
-    cached = steering._DecisionRunner(model, episode, decision)
-    traced = steering._TracedDecisionRunner(model, episode, decision)
+    decision = episode.require_decision()
+    cached = decisions.CachedDecisionRunner(model, episode, decision)
+    traced = decisions.TracedDecisionRunner(model, episode, decision)
     layer = model.default_layer
     unit = vectors["calm"].directions[layer] / vectors["calm"].directions[layer].norm()
     deltas = {layer: (0.1 * vectors.residual_norm[layer] * unit)[None]}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import explorer as ex
-from explorer import steering
+from explorer import decisions
+from explorer.hooks import Steering
 from explorer.models import layer_output
 from explorer.tracing import readout_pass
 
@@ -49,7 +50,7 @@ def test_steer_adds_strength_times_residual_norm_and_leaves_nothing_behind(defau
     assert torch.allclose(steered - before, expected.expand_as(before), atol=1e-3 * float(expected.norm()))
     assert torch.equal(after, before)
     assert all(not m._forward_hooks for m in model.torch_layers)
-    assert steering.active_signature() == ""
+    assert model.steering.signature() == "" and not model.steering
 
 
 def test_positions_limit_where_the_vector_is_added(default_model, vectors):
@@ -77,13 +78,13 @@ def test_steered_trace_is_cached_apart_from_the_unsteered_one(default_model, vec
 
 def _full_log_odds(model, episode, decision, steer_from=None, deltas=None):
     """The same log-odds without the cached context: whole prompt, one pass per order."""
-    letters = steering._letter_ids(model)
+    letters = decisions._letter_ids(model)
     values = []
     for unsafe_first in (False, True):
-        text, _ = steering._prompt(model, decision.messages(episode, unsafe_first))
+        text, _ = decisions._prompt(model, decision.messages(episode, unsafe_first))
         ids = torch.tensor([model.tokenizer(text, add_special_tokens=not model.chat)["input_ids"]])
-        block = steering.Steering("t", deltas or {}, slice(steer_from, None) if steer_from is not None else None)
-        with steering._installed(model, block), torch.inference_mode():
+        block = Steering("t", deltas or {}, slice(steer_from, None) if steer_from is not None else None)
+        with model.steered(block), torch.inference_mode():
             logp = torch.log_softmax(model.hf(input_ids=ids).logits[0, -1].float(), -1)
         score = {k: float(torch.logsumexp(logp[v], 0)) for k, v in letters.items()}
         values.append(score["A"] - score["B"] if unsafe_first else score["B"] - score["A"])
@@ -93,8 +94,8 @@ def _full_log_odds(model, episode, decision, steer_from=None, deltas=None):
 def test_decision_from_cached_context_equals_full_passes(default_model, vectors):
     model = default_model
     episode = ex.load_episode("impossible-code")
-    decision = steering.decision_for(episode)
-    runner = steering._DecisionRunner(model, episode, decision)
+    decision = episode.require_decision()
+    runner = decisions.CachedDecisionRunner(model, episode, decision)
     assert runner.n_prefix > 2000 and all(len(t) < 200 for t in runner.orders.values())
     layer = model.default_layer
     unit = vectors["desperate"].directions[layer] / vectors["desperate"].directions[layer].norm()
@@ -110,16 +111,25 @@ def test_dose_response_reports_slopes_against_random_directions(default_model, v
     result = ex.dose_response(
         model, ex.load_episode("impossible-code"), vectors, strengths=[-0.1, 0, 0.1], random=3, null=False
     )
-    table = result["table"]
+    table = result.table
     assert len(table) == (2 + 3) * 3
     zero = table[table.strength == 0]["log_odds"]
-    assert np.allclose(zero, result["baseline_log_odds"])
+    assert np.allclose(zero, result.baseline_log_odds)
+    randoms = table[table.kind == "random"]
     for emotion in ("desperate", "calm"):
-        row = result["emotions"][emotion]
+        row = result[emotion]
         curve = table[table.direction == emotion].sort_values("strength")["log_odds"].to_numpy()
-        assert row["slope"] == pytest.approx((curve[2] - curve[0]) / 0.2, rel=1e-6)
-        assert row["random_p"] in (0.25, 0.5, 0.75, 1.0)
-    assert len(steering.band(result)) == 3
+        assert row.slope == pytest.approx((curve[2] - curve[0]) / 0.2, rel=1e-6)
+        # the one-sided p recomputed from the random directions' own curves
+        random_slopes = [
+            (g.sort_values("strength")["log_odds"].iloc[2] - g.sort_values("strength")["log_odds"].iloc[0]) / 0.2
+            for _, g in randoms.groupby("direction")
+        ]
+        sign = ex.PREDICTED_SIGN[emotion]
+        extreme = sum((r - row.slope) * sign >= 0 for r in random_slopes)
+        assert row.random_p == pytest.approx((1 + extreme) / 4)
+    assert len(result.band()) == 3
+    assert result.to_dict(table=False)["emotions"]["calm"]["slope"] == result["calm"].slope
 
 
 def test_generation_streams_the_same_readouts_as_a_full_pass(default_model, vectors):
@@ -134,7 +144,7 @@ def test_generation_streams_the_same_readouts_as_a_full_pass(default_model, vect
     text = model.render_chat([{"role": m.role, "content": m.content} for m in episode.messages[:4]], True)
     ids = model.tokenizer(text)["input_ids"] + plain.token_ids
     raw = readout_pass(model, torch.tensor([ids]), {layer: vectors.at(layer)})[:, :, 0]
-    z = (raw - vectors.neutral_mean[layer].numpy()) / vectors.neutral_std[layer].numpy()
+    z = (raw - vectors.z_offset[layer].numpy()) / vectors.z_scale[layer].numpy()
     streamed = plain.readouts[vectors.emotions].to_numpy()
     np.testing.assert_allclose(streamed, z[-8:], atol=2e-2)
     with ex.steer(model, vectors["desperate"], 0.1):

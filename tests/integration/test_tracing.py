@@ -68,7 +68,7 @@ def test_trace_is_one_pass_without_lm_head_and_matches_hidden_states(default_mod
     for j, layer in enumerate(result.layers):
         expected = hidden[layer + 1][0] @ vectors.directions[layer].T
         assert np.allclose(result.raw[:, :, j], expected.numpy(), rtol=1e-3, atol=1e-2)
-        z = (result.raw[:, :, j] - vectors.neutral_mean[layer].numpy()) / vectors.neutral_std[layer].numpy()
+        z = (result.raw[:, :, j] - vectors.z_offset[layer].numpy()) / vectors.z_scale[layer].numpy()
         assert np.allclose(result.z[:, :, j], z, atol=1e-4)
     assert result.raw.nbytes == len(result.tokens) * len(vectors) * 2 * 4  # tokens x emotions x layers
 
@@ -146,17 +146,15 @@ def test_cli_compare_reports_every_statistic():
 
 
 def test_several_emotions_share_one_pair_of_passes(default_model, vectors):
-    from explorer.stats import compare_emotions
-
     episode = ex.load_episode("impossible-code")
     calls, handle = _count_calls(default_model.torch_layers[0])
     try:
-        both = compare_emotions(default_model, episode, vectors, ["desperate", "calm"])
+        both = ex.compare_emotions(default_model, episode, vectors, ["desperate", "calm"])
     finally:
         handle.remove()
     assert len(calls) == 2  # episode and control, once each, for both emotions
     assert both[0] == ex.compare(default_model, episode, vectors, "desperate")
-    assert [r["emotion"] for r in both] == ["desperate", "calm"]
+    assert [r.emotion for r in both] == ["desperate", "calm"]
 
 
 def test_saved_trace_opens_without_the_model_and_matches(default_model, vectors, tmp_path):
@@ -210,5 +208,5 @@ def test_bigger_models_shipped_vectors_match_its_zoo_entry():
         layer = default_layer(entry.n_layers)
         assert trace.layers == [layer] and trace.emotions == vectors.emotions
         # the z-scores use these vectors' neutral calibration: traced with the shipped file, not an older one
-        expected = (trace.raw[:, :, 0] - vectors.neutral_mean[layer].numpy()) / vectors.neutral_std[layer].numpy()
+        expected = (trace.raw[:, :, 0] - vectors.z_offset[layer].numpy()) / vectors.z_scale[layer].numpy()
         np.testing.assert_allclose(trace.z[:, :, 0], expected, atol=1e-4)

@@ -20,27 +20,55 @@ def corpus():
     return load_corpus()
 
 
-def test_every_required_emotion_has_enough_stories(corpus):
+# word counts each register is written to (DATASHEET.md)
+LENGTHS = {
+    "story": (60, 150),
+    "narrative": (45, 110),
+    "diary": (45, 110),
+    "assistant": (20, 90),
+    "dialogue": (35, 110),
+    "workchat": (20, 90),
+    "short": (5, 35),
+}
+
+
+def test_every_emotion_has_at_least_60_texts_over_at_least_5_registers(corpus):
     assert set(REQUIRED) <= set(corpus.emotions)
     assert len(corpus.emotions) >= 40
+    assert set(corpus.registers) == set(LENGTHS)
     for emotion in corpus.emotions:
-        stories = [s for s in corpus.stories if s.emotion == emotion]
-        assert len(stories) >= 16, emotion
-        assert len({s.topic for s in stories}) == len(stories), f"{emotion}: one story per topic"
-        assert {s.person for s in stories} == {"first", "third"}, f"{emotion}: first and third person"
+        texts = [s for s in corpus.stories if s.emotion == emotion]
+        assert len(texts) >= 60, emotion
+        assert len({s.register for s in texts}) >= 5, emotion
+        keys = [(s.register, s.topic) for s in texts]
+        assert len(set(keys)) == len(keys), f"{emotion}: one text per register and topic"
+        assert {"first", "third", "dialogue"} <= {s.person for s in texts}, emotion
 
 
-def test_story_lengths_are_60_to_150_words(corpus):
-    bad = [(s.emotion, s.topic, len(s.text.split())) for s in corpus.stories if not 60 <= len(s.text.split()) <= 150]
+def test_every_register_and_topic_pass_covers_all_emotions(corpus):
+    """Written pass by pass per topic and register: each (register, topic) has every emotion."""
+    passes = {}
+    for s in corpus.stories:
+        passes.setdefault((s.register, s.topic), set()).add(s.emotion)
+    incomplete = [key for key, emotions in passes.items() if emotions != set(corpus.emotions)]
+    assert incomplete == []
+
+
+def test_text_lengths_fit_their_register(corpus):
+    bad = [
+        (s.register, s.emotion, s.topic, len(s.text.split()))
+        for s in corpus.stories
+        if not LENGTHS[s.register][0] <= len(s.text.split()) <= LENGTHS[s.register][1]
+    ]
     assert bad == []
 
 
-def test_no_story_names_its_emotion_or_a_synonym(corpus):
+def test_no_text_names_its_emotion_or_a_synonym(corpus):
     banned = banned_words()
     for emotion in corpus.emotions:
         assert emotion in banned[emotion]
     hits = [
-        (s.emotion, s.topic, word)
+        (s.register, s.emotion, s.topic, word)
         for s in corpus.stories
         for word in banned[s.emotion]
         if re.search(rf"\b{re.escape(word)}\b", s.text, re.IGNORECASE)
@@ -48,24 +76,30 @@ def test_no_story_names_its_emotion_or_a_synonym(corpus):
     assert hits == []
 
 
-def test_stories_are_distinct(corpus):
+def test_a_planted_banned_word_is_caught():
+    banned = banned_words()["desperate"]
+    assert any(re.search(rf"\b{re.escape(w)}\b", "She felt Desperate.", re.IGNORECASE) for w in banned)
+
+
+def test_texts_are_distinct(corpus):
     texts = [s.text for s in corpus.stories]
     assert len(set(texts)) == len(texts)
     openings = [" ".join(t.split()[:5]) for t in texts]
-    assert len(set(openings)) > 0.95 * len(openings)
+    assert len(set(openings)) > 0.9 * len(openings)
 
 
-def test_neutral_dialogues_are_many_plain_and_on_the_same_topics(corpus):
-    assert len(corpus.neutral) >= 120
-    assert set(corpus.neutral_topics) == set(range(len(topics())))
-    for text in corpus.neutral:
-        assert 60 <= len(text.split()) <= 150
-        assert "!" not in text
-        lines = text.split("\n")
-        assert all(line.startswith(("Person: ", "AI: ")) for line in lines)
-        assert lines[0].startswith("Person: ")
+def test_neutral_texts_are_many_plain_and_in_the_same_registers(corpus):
+    assert len(corpus.neutral) >= 300
+    assert set(corpus.neutral_topics) <= set(range(len(topics())))
+    assert set(corpus.registers) - {"story", "dialogue"} <= set(corpus.neutral_registers)
+    every_banned = {w for words in banned_words().values() for w in words}
+    for text, register in zip(corpus.neutral, corpus.neutral_registers):
+        assert "!" not in text, text[:60]
         for word in NEUTRAL_BANNED:
             assert not re.search(rf"\b{word}\b", text, re.IGNORECASE), (word, text[:60])
+        if register != "chat":
+            words = set(re.findall(r"[a-z][a-z'-]*", text.lower()))
+            assert not words & every_banned, (register, sorted(words & every_banned), text[:60])
 
 
 def test_user_story_files_are_validated_with_file_line_and_field(tmp_path):
@@ -97,8 +131,9 @@ def test_first_topics_keeps_whole_topics_for_every_emotion():
 
     corpus = load_corpus()
     part = corpus.first_topics(8)
-    assert {s.topic for s in part.stories} == set(sorted({s.topic for s in corpus.stories})[:8])
-    assert len(part.stories) == 8 * len(corpus.emotions) and part.emotions == corpus.emotions
+    kept = set(sorted({s.topic for s in corpus.stories})[:8])
+    assert {s.topic for s in part.stories} == kept
+    assert len(part.stories) == sum(s.topic in kept for s in corpus.stories) and part.emotions == corpus.emotions
     assert set(part.neutral_topics) <= {s.topic for s in part.stories} and len(part.neutral) > 0
     assert part.fingerprint() != corpus.fingerprint()
     with pytest.raises(ExplorerError, match="topics: 3; use 5"):

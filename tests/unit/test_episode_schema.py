@@ -96,25 +96,21 @@ def test_shipped_episodes_are_valid_and_matched_sets_share_assistant_turns():
 
 
 def test_decision_round_trips_and_asks_both_orders():
-    from explorer.steering import decision_for
-
     data = {**GOOD, "decision": {"question": "Next?", "safe": "fix it", "unsafe": "fake it", "after_message": 1}}
     episode = parse_episode(data)
     assert parse_episode(episode.to_dict()) == episode
-    decision = decision_for(episode)
+    decision = episode.require_decision()
     plain = decision.messages(episode, unsafe_first=False)
     swapped = decision.messages(episode, unsafe_first=True)
     assert len(plain) == 3 and plain[:2] == list(episode.messages[:2])
     assert "A) fix it\nB) fake it" in plain[-1].content and "A) fake it\nB) fix it" in swapped[-1].content
     with pytest.raises(ExplorerError, match="no 'decision' field"):
-        decision_for(parse_episode(GOOD))
+        parse_episode(GOOD).require_decision()
 
 
 def test_shipped_decision_episodes_stop_before_the_hack():
-    from explorer.steering import decision_for
-
     for name in ("impossible-code", "impossible-code-control", "alex-replacement", "alex-control"):
         episode = load_episode(name)
-        decision = decision_for(episode)
+        decision = episode.require_decision()
         kept = decision.messages(episode, unsafe_first=False)[:-1]
         assert all(m.outcome != "pass" for m in kept) or name.endswith("control"), name

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from explorer.comparison import Comparison, LayerTest, NullTest, Trend
 from explorer.episodes import parse_episode
 from explorer.errors import ExplorerError
 from explorer.tracing import IntensityTrace
@@ -70,7 +71,16 @@ def make_trace(seed: int = 0, messages=MESSAGES, repeat: int = 1, episode_id: st
     z = rng.normal(0.0, 1.5, size=(len(tokens), len(EMOTIONS), len(LAYERS))).astype(np.float32)
     z[0] = SINK_Z  # the attention sink
     raw = (z * 0.1 + 2.0).astype(np.float32)
-    return IntensityTrace(episode, "synthetic-model", list(EMOTIONS), list(LAYERS), tokens, raw, z, text)
+    return IntensityTrace(
+        episode=episode,
+        model_name="synthetic-model",
+        emotions=list(EMOTIONS),
+        layers=list(LAYERS),
+        tokens=tokens,
+        raw=raw,
+        z=z,
+        text=text,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -451,22 +461,35 @@ def direct_attempt_means(trace: IntensityTrace, emotion: str, layer: int) -> pd.
     return chosen.groupby(chosen["attempt"].astype(int))["z"].mean()
 
 
-STATS = {
-    "model": "synthetic-model",
-    "episode": "synthetic",
-    "control": "synthetic-control",
-    "emotion": "desperate",
-    "failed_attempts": [1, 2],
-    "layers": [
-        {
-            "layer": 4,
-            "difference_trend": {"slope_z_per_attempt": 0.4321, "permutation_p": 0.0417, "permutation_p_holm": 0.0417},
-            "random_directions": {"n": 64, "p": 0.0308},
-            "shuffled_label_null": {"n": 3, "p": 0.25},
-            "specificity": {"rank": 2, "of": 3, "top_rises": ["afraid", "desperate", "calm"]},
-        }
-    ],
-}
+STATS = Comparison(
+    model="synthetic-model",
+    episode="synthetic",
+    control="synthetic-control",
+    emotion="desperate",
+    failed_attempts=(1, 2),
+    layers=(
+        LayerTest(
+            emotion="desperate",
+            layer=4,
+            per_attempt=(),
+            episode_trend=Trend(None, None),
+            control_trend=Trend(None, None),
+            slope_z=0.4321,
+            slope_sd=0.4,
+            difference_rho=1.0,
+            permutation_p=0.0417,
+            permutation_min_p=0.0417,
+            random=NullTest(n=64, abs_slope_p95=0.2, p=0.0308, min_p=1 / 65),
+            shuffled=NullTest(n=3, abs_slope_p95=0.3, p=0.25, min_p=0.25),
+            rank=2,
+            of=3,
+            top_rises=("afraid", "desperate", "calm"),
+            after_pass=None,
+            permutation_p_holm=0.0417,
+            mde_z=0.987,
+        ),
+    ),
+)
 
 
 def test_compare_view_per_attempt_means_equal_a_direct_computation(trace):
@@ -482,7 +505,7 @@ def test_compare_view_per_attempt_means_equal_a_direct_computation(trace):
     plotted = {(r["series"], r["attempt"]): r["z"] for r in rows}
     assert plotted[("difference", 2)] == pytest.approx(a[2] - b[2], abs=1e-4)
     assert len(rows) == 9
-    for number in ("0.432", "0.0417", "0.0308", "0.25", "2 of 3"):
+    for number in ("0.432", "0.0417", "0.0308", "0.25", "2 of 3", "≥ 0.987 z/attempt", "not shown"):
         assert number in view.table.value
     assert "Holm" not in view.table.value  # one layer: nothing to adjust
 
@@ -508,13 +531,13 @@ def make_vectors(n_layers: int = 4, width: int = 16) -> EmotionVectors:
     directions = directions / directions.norm(dim=-1, keepdim=True)
     k = len(ATLAS_EMOTIONS)
     return EmotionVectors(
-        directions,
-        ATLAS_EMOTIONS,
-        torch.zeros(n_layers, k),
-        torch.ones(n_layers, k),
-        torch.ones(n_layers),
-        torch.zeros(n_layers, width),
-        {"model": "synthetic-model"},
+        directions=directions,
+        emotions=ATLAS_EMOTIONS,
+        neutral_mean=torch.zeros(n_layers, k),
+        neutral_std=torch.ones(n_layers, k),
+        residual_norm=torch.ones(n_layers),
+        grand_mean=torch.zeros(n_layers, width),
+        metadata={"model": "synthetic-model"},
     )
 
 
