@@ -66,12 +66,18 @@ def batch_size_for(model: Model) -> int:
     return REMOTE_BATCH_TEXTS if model.remote else 8
 
 
-def _layer_batches(model: Model, batch: torch.Tensor, weights: torch.Tensor | None, rows: torch.Tensor | None):
-    """One pass over ``batch``: per layer either weighted token sums (batch, width) or the
-    hidden states of the flat token positions ``rows`` (n, width)."""
+def _layer_batches(
+    model: Model,
+    batch: torch.Tensor,
+    weights: torch.Tensor | None,
+    rows: torch.Tensor | None,
+    layers: Sequence[int] | None = None,
+):
+    """One pass over ``batch``: per layer (all, or ``layers``) either weighted token sums
+    (batch, width) or the hidden states of the flat token positions ``rows`` (n, width)."""
     out: list[torch.Tensor] = []
     with torch.inference_mode(), model.trace(batch) as tracer:
-        for index in range(model.n_layers):
+        for index in range(model.n_layers) if layers is None else sorted(layers):
             hidden = layer_output(model.layers[index].output)
             if weights is not None:
                 out.append((hidden * weights[..., None].to(hidden.dtype)).sum(1).save())
@@ -94,8 +100,10 @@ def text_means(
     desc: str = "stories",
     progress: bool = True,
     batch_size: int | None = None,
+    layers: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Mean residual stream over each text's tokens from ``offset`` on: (texts, layers, width).
+    """Mean residual stream over each text's tokens from ``offset`` on: (texts, layers, width), at
+    every layer or only at ``layers`` (the pass then stops after the deepest).
 
     Short texts keep at least their second half: the window starts at ``min(offset, (n - 1) // 2)``
     but never at position 0, the attention sink whose read-outs are extreme whatever the text (a
@@ -103,7 +111,8 @@ def text_means(
     only the means leave each pass.
     """
     batch_size = batch_size or batch_size_for(model)
-    result = torch.empty(len(texts), model.n_layers, model.width, dtype=torch.float64)
+    n_layers = model.n_layers if layers is None else len(layers)
+    result = torch.empty(len(texts), n_layers, model.width, dtype=torch.float64)
     bar = tqdm(total=len(texts), desc=desc, disable=not progress, leave=False)
     for chunk, ids in _batches(model, texts, batch_size):
         batch = _right_padded(ids, _pad_id(model))
@@ -111,8 +120,7 @@ def text_means(
         for row, t in enumerate(ids):
             start = window_start(len(t), offset)
             weights[row, start : len(t)] = 1.0 / (len(t) - start)
-        layers = _layer_batches(model, batch, weights, None)
-        result[chunk] = torch.stack(layers, 1)
+        result[chunk] = torch.stack(_layer_batches(model, batch, weights, None, layers), 1)
         bar.update(len(chunk))
     bar.close()
     return result

@@ -586,19 +586,27 @@ def shuffled_labels(labels: Sequence[str], seed: int) -> list[str]:
 def score_texts(
     model: Model, vectors: EmotionVectors, texts: Sequence[str], layer: int | None = None, progress: bool = True
 ) -> pd.DataFrame:
-    """Each text's mean z-scored read-out per emotion over its tokens from the extraction offset,
-    at ``layer`` (default: the model's read-out layer) — the same reduction the vectors were built
-    with, so users can test them on their own labelled texts."""
-    from tqdm.auto import tqdm
+    """Each text's mean read-out per emotion (z, as traces calibrate it) over its tokens from the
+    extraction offset, at ``layer`` (default: the model's read-out layer) — the same reduction the
+    vectors were built with, so users can test them on their own labelled texts. Texts go through
+    the model in batches; a text longer than the model's context is refused with its index."""
+    from .activations import text_means, tokenize, window_start
 
-    from .activations import reduce_layers, tokenize
-
-    layer = model.check_layer(model.default_layer if layer is None else layer)
+    vectors.check_model(model)
+    (layer,) = model.resolve_layers(layer)
+    texts = list(texts)
     offset = int(vectors.metadata.get("recipe", {}).get("offset", Recipe().offset))
-    rows = []
-    for text in tqdm(texts, desc="texts", disable=not progress, leave=False):
-        ids = tokenize(model, text)
-        start = min(offset, ids.shape[1] - 1)
-        (mean,) = reduce_layers(model, ids, lambda h, s=start: h[s:].mean(0), layers=[layer])
-        rows.append(vectors.readout(mean, layer).numpy())
-    return pd.DataFrame(np.asarray(rows).reshape(len(texts), len(vectors)), columns=vectors.emotions)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ExplorerError(f"text {i}: empty; every text needs at least one word")
+        n = tokenize(model, text).shape[1]
+        if n > model.context_limit:
+            raise ExplorerError(
+                f"text {i}: {n} tokens, more than the {model.context_limit} '{model.name}' reads; shorten or split it"
+            )
+        if window_start(n, offset) < offset:
+            log.info(
+                "text %d has %d tokens: read from token %d (the offset is %d)", i, n, window_start(n, offset), offset
+            )
+    means = text_means(model, texts, offset, desc="texts", progress=progress, layers=[layer])[:, 0]
+    return pd.DataFrame(vectors.readout(means, layer).numpy(), columns=vectors.emotions)

@@ -8,19 +8,13 @@ import altair as alt
 import ipywidgets as widgets
 import pandas as pd
 
+from explorer.comparison import Comparison
 from explorer.errors import ExplorerError
-from explorer.stats import attempt_means
 from explorer.tracing import IntensityTrace
 
 from ._common import enable_offline_charts
 
 SERIES_COLOURS = ["#1f77b4", "#ff7f0e", "#555555"]
-
-
-def per_attempt_means(trace: IntensityTrace, emotion: str, layer: int) -> pd.Series:
-    """Mean z of ``emotion`` at ``layer`` per attempt over assistant content tokens."""
-    values = trace.emotion(emotion, layer)[:, None]
-    return attempt_means(trace.tokens, values, ["assistant"])[0]
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -31,34 +25,29 @@ def _fmt(value, digits: int = 3) -> str:
     return html.escape(str(value))
 
 
-def stats_rows(stats: dict) -> list[tuple[str, str]]:
-    """The key numbers of the first layer block of :func:`explorer.compare`'s output."""
-    blocks = stats.get("layers") or []
-    if not blocks:
-        return []
-    block = blocks[0]
-    trend = block.get("difference_trend") or {}
-    randoms = block.get("random_directions") or {}
-    null = block.get("shuffled_label_null")
-    spec = block.get("specificity") or {}
-    holm = len(blocks) > 1  # Holm only adjusts anything when several layers were scanned
+def stats_rows(stats: Comparison) -> list[tuple[str, str]]:
+    """The key numbers of the first layer of a :class:`explorer.Comparison`."""
+    test = stats.at()
+    holm = len(stats.layers) > 1  # Holm only adjusts anything when several layers were scanned
     rows = [
-        ("layer", _fmt(block.get("layer"))),
-        ("failed attempts", _fmt(", ".join(map(str, stats.get("failed_attempts", []))))),
-        ("difference slope (z / attempt)", _fmt(trend.get("slope_z_per_attempt"))),
-        ("permutation p", _fmt(trend.get("permutation_p"))),
+        ("layer", _fmt(test.layer)),
+        ("failed attempts", _fmt(", ".join(map(str, stats.failed_attempts)))),
+        ("difference slope (z / attempt)", _fmt(test.slope_z)),
+        ("permutation p", _fmt(test.permutation_p)),
     ]
     if holm:
-        rows.append(("permutation p (Holm)", _fmt(trend.get("permutation_p_holm"))))
-    rows.append((f"random directions p (n={randoms.get('n', '?')})", _fmt(randoms.get("p"))))
-    if null is None:
+        rows.append(("permutation p (Holm)", _fmt(test.permutation_p_holm)))
+    rows.append((f"random directions p (n={test.random.n})", _fmt(test.random.p)))
+    if test.shuffled is None:
         rows.append(("shuffled-label null p", "– (no null shipped with the vectors)"))
     else:
-        rows.append((f"shuffled-label null p (n={null.get('n', '?')})", _fmt(null.get("p"))))
-    if spec:
-        rows.append(("specificity rank", f"{spec.get('rank', '?')} of {spec.get('of', '?')}"))
-        if spec.get("top_rises"):
-            rows.append(("largest rises", html.escape(", ".join(spec["top_rises"]))))
+        rows.append((f"shuffled-label null p (n={test.shuffled.n})", _fmt(test.shuffled.p)))
+    rows.append(("specificity rank", f"{test.rank} of {test.of}"))
+    rows.append(("largest rises", html.escape(", ".join(test.top_rises))))
+    rows.append(
+        ("minimum detectable effect", "not measured" if test.mde_z is None else f"≥ {test.mde_z:.3g} z/attempt")
+    )
+    rows.append(("verdict", "shown" if test.shown else "not shown"))
     return rows
 
 
@@ -68,8 +57,8 @@ class CompareView(widgets.VBox):
     Args:
         trace_a, trace_b: traces of the episode and of its matched control (same model, layer).
         emotion: the emotion to compare.
-        stats: optional output of :func:`explorer.compare` for the same pair; its key numbers
-            (first layer block) are shown in a table.
+        stats: optional :class:`explorer.Comparison` for the same pair; its key numbers (first
+            layer) and verdict are shown in a table.
         labels: names of the two traces in the legend.
         layer: layer to read (default: the first layer of ``stats``, else trace_a's default).
     """
@@ -79,13 +68,14 @@ class CompareView(widgets.VBox):
         trace_a: IntensityTrace,
         trace_b: IntensityTrace,
         emotion: str,
-        stats: dict | None = None,
+        stats: Comparison | None = None,
         labels: tuple[str, str] = ("episode", "control"),
         layer: int | None = None,
     ):
+        if stats is not None and not isinstance(stats, Comparison):
+            raise ExplorerError(f"stats is a {type(stats).__name__}; pass the Comparison that ex.compare returns")
         if layer is None:
-            blocks = (stats or {}).get("layers") or []
-            layer = blocks[0]["layer"] if blocks else trace_a.default_layer
+            layer = stats.at().layer if stats is not None else trace_a.default_layer
         for trace in (trace_a, trace_b):
             if layer not in trace.layers:
                 raise ExplorerError(f"layer {layer} was not traced for '{trace.episode.id}'; it has {trace.layers}")
@@ -94,8 +84,8 @@ class CompareView(widgets.VBox):
         self.emotion = emotion
         self.layer = int(layer)
         self.labels = tuple(labels)
-        a = per_attempt_means(trace_a, emotion, layer)
-        b = per_attempt_means(trace_b, emotion, layer)
+        a = trace_a.attempt_means(emotion, layer)
+        b = trace_b.attempt_means(emotion, layer)
         means = pd.concat({labels[0]: a, labels[1]: b}, axis=1).sort_index()
         means["difference"] = means[labels[0]] - means[labels[1]]
         means.index.name = "attempt"
@@ -136,8 +126,8 @@ class CompareView(widgets.VBox):
         zero = alt.Chart(pd.DataFrame({"z": [0.0]})).mark_rule(color="#aaa").encode(y="z:Q")
         return alt.layer(zero, traces, difference).properties(width=520, height=240)
 
-    def _table_html(self, stats: dict | None) -> str:
-        rows = stats_rows(stats or {})
+    def _table_html(self, stats: Comparison | None) -> str:
+        rows = [] if stats is None else stats_rows(stats)
         per_attempt = "".join(
             f"<tr><td>{int(a)}</td>"
             + "".join(f"<td style='text-align:right'>{_signed3(v)}</td>" for v in row)
