@@ -54,11 +54,13 @@ def _vectors_report(args: argparse.Namespace) -> int:
     model = _load(args)
     vectors = vec.load_vectors(model, args.vectors)
     recipe = vec.Recipe(**vectors.metadata.get("recipe", {}))
-    extraction = vec.extract(model, load_corpus_for(vectors), recipe)
-    result = validation.report(model, vectors, extraction, recipe)
+    corpus = load_corpus_for(vectors)
+    extraction = vec.extract(model, corpus, recipe)
+    probe_layers = None if args.probe_layers is None else model.resolve_layers(args.probe_layers)
+    result = validation.report(model, vectors, extraction, recipe, corpus=corpus, probe_layers=probe_layers)
     text = json.dumps(result, indent=1, default=float)
     if args.out:
-        Path(args.out).write_text(text)
+        _write_text(args.out, text, force=True)
     if args.json:
         print(text)
     else:
@@ -234,6 +236,12 @@ def output_path(value: str) -> str:
     return value
 
 
+def _write_text(out: str, text: str, force: bool) -> None:
+    from .cache import write_file_atomic
+
+    write_file_atomic(Path(out), text.encode())
+
+
 def _write_csv(table, out: str | None) -> None:
     if out:
         table.to_csv(out, index=False, float_format="%.5g")
@@ -330,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(report)
     report.add_argument("--json", action="store_true", help="print the full report as JSON")
     report.add_argument("--out", type=output_path, help="also write the full JSON report to this file")
+    report.add_argument(
+        "--probe-layers",
+        type=layers_arg,
+        help="layers at which to fit the logistic probe (comma-separated or 'all'; default all: the slow part)",
+    )
     report.set_defaults(run=_vectors_report)
 
     score = commands.add_parser(

@@ -23,6 +23,10 @@ from .errors import ExplorerError
 CORPUS_DIR = Path(__file__).parent / "data" / "corpus"
 
 
+# The first corpus (v1: the 800 one-paragraph stories of register "story" and 140 Person/AI
+# dialogues), which vector files built before corpus v2 name in their metadata.
+V1_CORPUS_SHA256 = "c3ebf7e3b7b559424cf2cc780f028549adb67f39e724a0fb4bf314705c467ab6"
+
 REGISTERS = ("story", "narrative", "diary", "assistant", "dialogue", "workchat", "short")
 
 

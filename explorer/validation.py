@@ -218,9 +218,61 @@ def escalation(model: Model, vectors: EmotionVectors, draws: int = 100, seed: in
     return pd.DataFrame(rows)
 
 
+# --- (e) generalisation beyond the corpus's registers --------------------------------------------
+def generalisation_summary(tables: dict[str, pd.DataFrame], readout: str, recipe_name: str) -> pd.DataFrame:
+    """Per layer: leave-one-register-out and leave-topics-out accuracy of the chosen read-out and
+    recipe (nearest vector) and of the logistic probe, each with its lexical baseline and
+    shuffled-label floor, and the held-out accuracy on the short register alone."""
+    near, probe = tables["nearest"], tables["probe"]
+    chosen = near[(near.readout == readout) & (near.recipe == recipe_name)]
+    out = {}
+    for scheme, tag in (("register", "loro"), ("topics", "topics")):
+        rows = chosen[chosen.scheme == scheme]
+        real = rows[(rows.labels == "real") & (rows.features == "residual")].set_index("layer")["accuracy"]
+        out[f"{tag}_nearest"] = real
+        out[f"{tag}_nearest_shuffled"] = rows[(rows.labels == "shuffled") & (rows.features == "residual")].set_index(
+            "layer"
+        )["accuracy"]
+        lexical = rows[(rows.labels == "real") & (rows.features == "lexical")]["accuracy"]
+        out[f"{tag}_nearest_lexical"] = pd.Series(float(lexical.iloc[0]), index=real.index)
+        p = probe[probe.scheme == scheme]
+        out[f"{tag}_probe"] = p[(p.labels == "real") & (p.features == "residual")].set_index("layer")["accuracy"]
+        lex_probe = p[(p.labels == "real") & (p.features == "lexical")]["accuracy"]
+        out[f"{tag}_probe_lexical"] = pd.Series(float(lex_probe.iloc[0]), index=real.index)
+        shuffled_probe = p[(p.labels == "shuffled") & (p.features == "residual")]
+        if len(shuffled_probe):
+            out[f"{tag}_probe_shuffled"] = shuffled_probe.set_index("layer")["accuracy"]
+    frame = pd.DataFrame(out)
+    frame.index.name = "layer"
+    return frame
+
+
+def recipe_table(tables: dict[str, pd.DataFrame], layers: list[int]) -> pd.DataFrame:
+    """Leave-one-register-out nearest-vector accuracy of every read-out × recipe at ``layers``
+    (real labels, residual stream): the table the default read-out and recipe are chosen from."""
+    near = tables["nearest"]
+    rows = near[(near.scheme == "register") & (near.labels == "real") & (near.features == "residual")]
+    rows = rows[rows.layer.isin(layers)]
+    return rows.pivot_table(index=["readout", "recipe"], columns="layer", values="accuracy")
+
+
 # --- the whole report -------------------------------------------------------------------------
-def report(model: Model, vectors: EmotionVectors, extraction: Extraction, recipe: Recipe) -> dict:
-    """Every validation number, per layer, with the rule layer (chosen before looking) marked."""
+def report(
+    model: Model,
+    vectors: EmotionVectors,
+    extraction: Extraction,
+    recipe: Recipe,
+    corpus=None,
+    probe_layers: list[int] | None = None,
+) -> dict:
+    """Every validation number, per layer, with the rule layer (chosen before looking) marked.
+
+    With ``corpus`` (the one the extraction came from) the generalisation tables are added:
+    leave-one-register-out and leave-topics-out accuracy (nearest vector under every read-out and
+    recipe; logistic probe at ``probe_layers``, default every layer) with lexical and shuffled floors.
+    """
+    from .generalisation import generalisation_report
+
     rule_layer = model.default_layer
     accuracy = heldout_accuracy(extraction, recipe)
     shuffled_accuracy = heldout_accuracy(extraction, recipe, labels=shuffled_labels(extraction.labels, 0))
@@ -232,6 +284,21 @@ def report(model: Model, vectors: EmotionVectors, extraction: Extraction, recipe
     per_layer.insert(1, "shuffled_label_accuracy", shuffled_accuracy)
     per_layer = per_layer.join(esc_mean.add_prefix("escalation_"))
     norms = norms_for(vectors.emotions)
+    extra = {}
+    if corpus is not None:
+        tables = generalisation_report(
+            model, extraction, [s.register or "yours" for s in corpus.stories], [s.text for s in corpus.stories],
+            recipe.offset, probe_layers,
+        )  # fmt: skip
+        summary = generalisation_summary(tables, vectors.readout_mode, recipe.directions)
+        per_layer = per_layer.join(summary)
+        layers_shown = sorted({rule_layer, int(summary["loro_nearest"].idxmax())})
+        extra = {
+            "generalisation_best_layer": int(summary["loro_nearest"].idxmax()),
+            "recipe_comparison": recipe_table(tables, layers_shown).reset_index().to_dict("records"),
+            "nearest_all": tables["nearest"].to_dict("records"),
+            "probe_all": tables["probe"].to_dict("records"),
+        }
     return {
         "model": model.name,
         "emotions": len(vectors),
@@ -244,7 +311,25 @@ def report(model: Model, vectors: EmotionVectors, extraction: Extraction, recipe
         "at_rule_layer": per_layer.loc[rule_layer].to_dict(),
         "escalation_at_rule_layer": esc[esc.layer == rule_layer].drop(columns="layer").to_dict("records"),
         "per_layer": per_layer.reset_index().to_dict("records"),
+        **extra,
     }
+
+
+REPORTS_DIR = Path(__file__).parent / "data" / "reports"
+
+
+def load_report(model_name: str) -> dict:
+    """The shipped validation report of a packaged model (written by ``explorer vectors report
+    --out explorer/data/reports/MODEL.json``): every number of docs/VECTORS.md without the model."""
+    import json
+
+    path = REPORTS_DIR / f"{model_name}.json"
+    if not path.is_file():
+        have = ", ".join(p.stem for p in sorted(REPORTS_DIR.glob("*.json"))) or "none"
+        raise ExplorerError(
+            f"no shipped vectors report for '{model_name}' (shipped: {have}); run `explorer vectors report`"
+        )
+    return json.loads(path.read_text())
 
 
 def format_report(result: dict) -> str:

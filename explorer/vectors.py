@@ -47,12 +47,31 @@ class Recipe:
         offset: tokens skipped at the start of each text before averaging. The paper skips 50 of
             long stories so the emotion has become apparent; our stories are 60-150 words, so 10.
             Raise it for long stories of your own.
-        denoise_variance: fraction of the neutral dialogues' variance whose top principal
+        denoise_variance: fraction of the neutral texts' variance whose top principal
             components are projected out. 0 switches denoising off (the paper: findings hold).
+        readout: how z-scores are calibrated: "grand_mean" (centred on the mean of all emotions'
+            texts, one scale shared by the emotions at a layer, so the calibration never changes
+            which emotion is highest) or "neutral_z" (each emotion's own neutral mean and SD, as
+            files built before corpus v2 do). Chosen by leave-one-register-out accuracy
+            (docs/VECTORS.md).
+        directions: "mean_difference" (the paper's recipe) or "shrinkage_lda" (class means
+            whitened by the shrunk within-emotion covariance of the texts).
     """
 
     offset: int = 10
     denoise_variance: float = 0.5
+    readout: str = "grand_mean"
+    directions: str = "mean_difference"
+
+    def __post_init__(self) -> None:
+        if self.readout not in ("grand_mean", "neutral_z"):
+            raise ExplorerError(f"recipe: readout {self.readout!r}; use 'grand_mean' or 'neutral_z'")
+        if self.directions not in ("mean_difference", "shrinkage_lda"):
+            raise ExplorerError(f"recipe: directions {self.directions!r}; use 'mean_difference' or 'shrinkage_lda'")
+        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:
+            raise ExplorerError(f"recipe: offset {self.offset!r}; use a whole number of tokens >= 0")
+        if not 0 <= float(self.denoise_variance) < 1:
+            raise ExplorerError(f"recipe: denoise_variance {self.denoise_variance!r}; use a fraction in [0, 1)")
 
 
 @dataclass

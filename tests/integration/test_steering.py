@@ -179,3 +179,15 @@ def test_cli_steer_prints_the_dose_response_as_json():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--strengths" in bad.stderr
+
+
+def test_steering_one_model_leaves_another_of_the_same_width_alone(default_model, vectors):
+    other = ex.load_model(default_model.name)  # a second instance: same width, same layers
+    episode = ex.load_episode("stranded-traveller")
+    layer = default_model.default_layer
+    before = ex.trace(other, episode, vectors, layers=[layer], use_cache=False)
+    with ex.steer(default_model, vectors["calm"], 0.1):
+        during = ex.trace(other, episode, vectors, layers=[layer], use_cache=False)
+        steered = ex.trace(default_model, episode, vectors, layers=[layer], use_cache=False)
+    np.testing.assert_array_equal(during.raw, before.raw)
+    assert np.abs(steered.raw - before.raw).max() > 1.0
