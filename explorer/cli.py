@@ -37,11 +37,14 @@ def _vectors_build(args: argparse.Namespace) -> int:
     from . import vectors as vec
     from .corpus import read_stories
 
+    out = Path(args.out) if args.out else Path(f"{args.model.replace('/', '--')}.safetensors")
+    check_output(str(out), args.force, (args.stories,))
+    if out.resolve().is_relative_to(vec.SHIPPED_DIR.resolve()) and not args.force:
+        raise ExplorerError(f"{out}: a file shipped with the package; write elsewhere, or pass --force to replace it")
     model = _load(args)
     stories = read_stories(args.stories) if args.stories else []
     recipe = vec.Recipe(offset=args.offset, denoise_variance=args.denoise)
     built = vec.build_vectors(model, stories, recipe, topics=args.topics)
-    out = Path(args.out) if args.out else vec.shipped_path(model.name)
     built.save(out)
     print(f"{len(built)} emotions x {built.n_layers} layers (width {built.width}) -> {out}", file=sys.stderr)
     return 0
@@ -60,7 +63,7 @@ def _vectors_report(args: argparse.Namespace) -> int:
     result = validation.report(model, vectors, extraction, recipe, corpus=corpus, probe_layers=probe_layers)
     text = json.dumps(result, indent=1, default=float)
     if args.out:
-        _write_text(args.out, text, force=True)
+        _write_text(args.out, text, force=args.force)
     if args.json:
         print(text)
     else:
@@ -84,12 +87,18 @@ def _score(args: argparse.Namespace) -> int:
     from . import vectors as vec
     from .corpus import read_texts
 
+    check_output(args.out, args.force, (args.texts,))
     records = read_texts(args.texts)
+    ids = [r["id"] for r in records]
+    if len(set(map(str, ids))) != len(ids):
+        raise ExplorerError(
+            f"{args.texts}: ids repeat (e.g. {next(i for i in ids if ids.count(i) > 1)!r}); give each text its own id"
+        )
     model = _load(args)
     vectors = vec.load_vectors(model, args.vectors)
     table = vec.score_texts(model, vectors, [r["text"] for r in records], layer=args.layer)
     table.insert(0, "id", [r["id"] for r in records])
-    _write_csv(table, args.out)
+    _write_csv(table, args.out, args.force)
     return 0
 
 
@@ -98,13 +107,15 @@ def _trace(args: argparse.Namespace) -> int:
     from .tracing import trace
     from .vectors import load_vectors
 
+    check_output(args.out, args.force, (args.episode,))
+    check_output(args.parquet, args.force, (args.episode, args.out))
     episode = load_episode(args.episode)
     model = _load(args)
-    layer = model.check_layer(model.default_layer if args.layer is None else args.layer)
+    (layer,) = model.resolve_layers(args.layer)
     result = trace(model, episode, load_vectors(model, args.vectors), layers="all" if args.parquet else [layer])
     if args.parquet:
         result.to_parquet(args.parquet)
-    _write_csv(result.readouts(layer), args.out)
+    _write_csv(result.readouts(layer), args.out, args.force)
     return 0
 
 
@@ -182,8 +193,13 @@ def _ship_traces(args: argparse.Namespace) -> int:
     names = args.episodes.split(",") if args.episodes else shipped_episodes()
     folder = Path(args.out) if args.out else TRACES_DIR / model.name
     folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        episode = load_episode(name)
+    episodes = [load_episode(name) for name in names]
+    ids = [e.id for e in episodes]
+    if len(set(ids)) != len(ids):
+        raise ExplorerError(
+            f"--episodes: two episodes share the id '{next(i for i in ids if ids.count(i) > 1)}'; ids name the files"
+        )
+    for episode in episodes:
         path = trace(model, episode, vectors, layers=layers).save(folder / f"{episode.id}.npz")
         print(f"{episode.id}: {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     return 0
@@ -236,16 +252,38 @@ def output_path(value: str) -> str:
     return value
 
 
+def check_output(out: str | None, force: bool, inputs: tuple = ()) -> None:
+    """Refuse, before any work, an output that is one of the inputs, or that exists without --force."""
+    if not out:
+        return
+    path = Path(out).expanduser().resolve()
+    for given in inputs:
+        if given and Path(str(given)).expanduser().exists() and Path(str(given)).expanduser().resolve() == path:
+            raise ExplorerError(f"{out}: is also an input; write the output to another file")
+    if path.is_dir():
+        raise ExplorerError(f"{out}: is a folder; give a file name")
+    if path.exists() and not force:
+        raise ExplorerError(f"{out}: already exists; choose another file or pass --force to replace it")
+
+
 def _write_text(out: str, text: str, force: bool) -> None:
     from .cache import write_file_atomic
 
-    write_file_atomic(Path(out), text.encode())
+    check_output(out, force)
+    try:
+        write_file_atomic(Path(out), text.encode())
+    except OSError as exc:
+        raise ExplorerError(
+            f"{out}: cannot be written ({exc.strerror or type(exc).__name__}); nothing was changed"
+        ) from None
+    print(f"-> {out}", file=sys.stderr)
 
 
-def _write_csv(table, out: str | None) -> None:
+def _write_csv(table, out: str | None, force: bool = False) -> None:
+    """Standard output, or ``out`` written atomically (a temporary file renamed into place, so an
+    existing file is never left half-written)."""
     if out:
-        table.to_csv(out, index=False, float_format="%.5g")
-        print(f"{len(table)} rows -> {out}", file=sys.stderr)
+        _write_text(out, table.to_csv(index=False, float_format="%.5g"), force)
     else:
         table.to_csv(sys.stdout, index=False, float_format="%.5g")
 
@@ -310,8 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model(build, vectors=False)
     build.add_argument(
-        "--out", type=output_path, help="output .safetensors file (default: the shipped file for the model)"
+        "--out", type=output_path, help="output .safetensors file (default: MODEL.safetensors in this folder)"
     )
+    build.add_argument("--force", action="store_true", help="replace --out if it exists")
     build.add_argument("--stories", help='JSONL file of your own stories, one {"emotion": ..., "text": ...} per line')
     recipe = vectors_module.Recipe()
     build.add_argument(
@@ -338,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(report)
     report.add_argument("--json", action="store_true", help="print the full report as JSON")
     report.add_argument("--out", type=output_path, help="also write the full JSON report to this file")
+    report.add_argument("--force", action="store_true", help="replace --out if it exists")
     report.add_argument(
         "--probe-layers",
         type=layers_arg,
@@ -354,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(score)
     score.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
     score.add_argument("--out", type=output_path, help="CSV file to write (default: standard output)")
+    score.add_argument("--force", action="store_true", help="replace --out if it exists")
     score.set_defaults(run=_score)
 
     tracer = commands.add_parser(
@@ -364,11 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tracer.add_argument("episode", help="an episode file (JSON/YAML) or the id of a shipped episode")
     _add_model(tracer)
-    tracer.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
+    tracer.add_argument("--layer", type=layers_arg, help="read-out layer (default: the model's default layer)")
     tracer.add_argument("--out", type=output_path, help="CSV file to write (default: standard output)")
     tracer.add_argument(
         "--parquet", type=output_path, help="also write every layer in long format to this Parquet file"
     )
+    tracer.add_argument("--force", action="store_true", help="replace --out / --parquet if they exist")
     tracer.set_defaults(run=_trace)
 
     comparer = commands.add_parser(
@@ -462,3 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # anything else: one line, never a traceback (unless --verbose)
+        if args.verbose:
+            raise
+        reason = " ".join(str(exc).split())[:300] or "no message"
+        print(f"error: {type(exc).__name__}: {reason} (rerun with -v for details)", file=sys.stderr)
+        return 2

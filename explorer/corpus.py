@@ -135,8 +135,14 @@ def _jsonl_objects(path: str | Path, fields: str) -> list[tuple[str, dict]]:
     path = Path(path)
     if not path.is_file():
         raise ExplorerError(f"{path}: no such file; give a JSONL file with one {fields} object per line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ExplorerError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ExplorerError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     objects = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}, line {number}"

@@ -15,6 +15,7 @@ open a turn belong to the message they open.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ OUTCOMES = ("fail", "pass")
 EPISODE_KEYS = {"id", "title", "description", "control", "messages", "decision"}
 DECISION_KEYS = {"question", "safe", "unsafe", "after_message"}
 MESSAGE_KEYS = {"role", "content", "attempt", "outcome"}
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # ids name trace files: no paths
 PLAIN_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
 
@@ -120,6 +122,11 @@ def parse_episode(data: Any, source: str = "<episode>") -> Episode:
     for key in ("id", "title", "description", "control"):
         if key in data and (not isinstance(data[key], str) or (key in ("id", "control") and not data[key].strip())):
             raise ExplorerError(f"{source}: field '{key}' must be a non-empty string")
+    for key in ("id", "control"):
+        if key in data and not SAFE_ID.fullmatch(data[key].strip()):
+            raise ExplorerError(
+                f"{source}: field '{key}' is {data[key]!r}; use letters, digits, '.', '_' and '-' only (it names files)"
+            )
     raw_messages = data["messages"]
     if not isinstance(raw_messages, list) or not raw_messages:
         raise ExplorerError(f"{source}: field 'messages' must be a non-empty list")
@@ -179,6 +186,11 @@ def shipped_episodes() -> list[str]:
 
 def load_episode(name_or_path: str | Path) -> Episode:
     """An episode from a JSON/YAML file, or a shipped episode by id (see ``shipped_episodes()``)."""
+    if not isinstance(name_or_path, str | Path) or not str(name_or_path).strip():
+        raise ExplorerError(
+            f"load_episode: {name_or_path!r} is not a file path or an episode id; "
+            f"shipped: {', '.join(shipped_episodes())}"
+        )
     path = Path(name_or_path)
     if not path.is_file():
         shipped = EPISODES_DIR / f"{name_or_path}.json"
@@ -187,7 +199,12 @@ def load_episode(name_or_path: str | Path) -> Episode:
                 f"no episode file or shipped episode '{name_or_path}'; shipped: {', '.join(shipped_episodes())}"
             )
         path = shipped
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExplorerError(f"{path}: not UTF-8 text (byte {exc.start}); save the episode as UTF-8") from None
+    except OSError as exc:
+        raise ExplorerError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml

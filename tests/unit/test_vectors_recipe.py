@@ -84,10 +84,28 @@ def test_calibration_z_scores_neutral_text_to_zero_mean_unit_variance():
     neutral = torch.randn(4000, WIDTH, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2, WIDTH) + 3
     x.neutral_mean = neutral.mean(0).repeat(LAYERS, 1)
     x.neutral_covariance = torch.cov(neutral.T, correction=0).repeat(LAYERS, 1, 1)
-    v = vectors_from_extraction(x, Recipe(denoise_variance=0), {"model": "synthetic"})
+    v = vectors_from_extraction(x, Recipe(denoise_variance=0, readout="neutral_z"), {"model": "synthetic"})
     z = v.readout(neutral.float(), layer=1)
     assert torch.allclose(z.mean(0), torch.zeros(3), atol=1e-4)
     assert torch.allclose(z.std(0, correction=0), torch.ones(3), atol=1e-4)
+
+
+def test_grand_mean_readout_ranks_emotions_as_the_centred_projection_does():
+    x = synthetic_extraction()
+    g = torch.Generator().manual_seed(2)
+    neutral = torch.randn(500, WIDTH, generator=g, dtype=torch.float64) * torch.linspace(0.5, 3, WIDTH)
+    x.neutral_mean = neutral.mean(0).repeat(LAYERS, 1)
+    x.neutral_covariance = torch.cov(neutral.T, correction=0).repeat(LAYERS, 1, 1)
+    v = vectors_from_extraction(x, Recipe(denoise_variance=0), {"model": "synthetic"})
+    assert v.readout_mode == "grand_mean"
+    hidden = torch.randn(50, WIDTH, generator=g).float()
+    z = v.readout(hidden, layer=1)
+    centred = (hidden - v.grand_mean[1]) @ v.at(1).T
+    assert torch.equal(z.argmax(-1), centred.argmax(-1))
+    assert torch.allclose(z, centred / v.z_scale[1, 0], atol=1e-4)  # one scale shared by the emotions
+    assert torch.allclose(v.z_scale[1], v.z_scale[1, 0].expand(3))
+    neutral_z = vectors_from_extraction(x, Recipe(denoise_variance=0, readout="neutral_z"), {"model": "s"})
+    assert not torch.equal(neutral_z.readout(hidden, 1).argmax(-1), z.argmax(-1))  # the two read-outs differ
 
 
 def test_vector_arithmetic_and_names():
