@@ -12,8 +12,10 @@ ex.dose_response(model, ex.load_episode("impossible-code"), vectors)   # the cau
 
 __version__ = "0.1.0"  # before the imports: vectors.py records it in every file it writes
 
+from .activations import hidden_states
 from .comparison import Comparison, LayerTest, attempt_differences, compare, compare_emotions
-from .corpus import Story, read_stories
+from .corpus import Corpus, Story, banned_words, load_corpus, read_stories
+from .corpus import topics as corpus_topics
 from .decisions import DoseResponse, EmotionDose, dose_response
 from .episodes import (
     Decision,
@@ -32,21 +34,30 @@ from .models import DEFAULT_MODEL, ZOO, Model, load_model
 from .stats import PREDICTED_SIGN
 from .steering import random_direction, steer
 from .tracing import IntensityTrace, load_shipped_trace, shipped_traces, trace
+from .validation import PAPER, heldout_accuracy, load_report, norms_for, probe_r
 from .vectors import (
     EmotionVector,
     EmotionVectors,
+    Extraction,
     Recipe,
     build_vectors,
+    denoising_basis,
+    emotion_directions,
+    extract,
     load_vectors,
+    pca_scores,
     random_unit_directions,
     score_texts,
+    shuffled_labels,
 )
 
 __all__ = [
     "DEFAULT_MODEL",
+    "PAPER",
     "PREDICTED_SIGN",
     "ZOO",
     "Comparison",
+    "Corpus",
     "Decision",
     "DoseResponse",
     "EmotionDose",
@@ -54,6 +65,7 @@ __all__ = [
     "EmotionVectors",
     "Episode",
     "ExplorerError",
+    "Extraction",
     "Generation",
     "IntensityTrace",
     "LayerTest",
@@ -62,18 +74,30 @@ __all__ = [
     "RenderedEpisode",
     "Story",
     "attempt_differences",
+    "banned_words",
     "build_vectors",
     "compare",
     "compare_emotions",
+    "corpus_topics",
+    "denoising_basis",
     "dose_response",
+    "emotion_directions",
+    "extract",
     "generate",
+    "heldout_accuracy",
+    "hidden_states",
     "load_control",
+    "load_corpus",
     "load_episode",
     "load_headline",
     "load_model",
+    "load_report",
     "load_shipped_trace",
     "load_vectors",
+    "norms_for",
     "parse_episode",
+    "pca_scores",
+    "probe_r",
     "random_direction",
     "random_unit_directions",
     "read_stories",
@@ -84,6 +108,7 @@ __all__ = [
     "shipped_headlines",
     "shipped_traces",
     "shown_at_rule_layer",
+    "shuffled_labels",
     "significant",
     "steer",
     "trace",

@@ -20,6 +20,15 @@ def tokenize(model: Model, text: str) -> torch.Tensor:
     return torch.tensor([model.tokenize(text)["input_ids"]])
 
 
+def hidden_states(model: Model, text: str, layer: int) -> tuple[torch.Tensor, list[str]]:
+    """Every token's residual stream of a plain ``text`` at ``layer``: ((tokens, width), token
+    strings) — one pass, stopped after ``layer``; for looking at a single text token by token."""
+    (layer,) = model.resolve_layers(layer)
+    ids = tokenize(model, text)
+    (hidden,) = reduce_layers(model, ids, lambda h: h, layers=[layer])
+    return hidden, [model.tokenizer.decode([t]) for t in ids[0].tolist()]
+
+
 def reduce_layers(
     model: Model,
     input_ids: torch.Tensor,
