@@ -35,7 +35,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def _vectors_build(args: argparse.Namespace) -> int:
     from . import vectors as vec
-    from .corpus import read_stories
+    from .corpus import load_corpus, read_stories
 
     out = Path(args.out) if args.out else Path(f"{args.model.replace('/', '--')}.safetensors")
     check_output(str(out), args.force, (args.stories,))
@@ -44,7 +44,7 @@ def _vectors_build(args: argparse.Namespace) -> int:
     model = _load(args)
     stories = read_stories(args.stories) if args.stories else []
     recipe = vec.Recipe(offset=args.offset, denoise_variance=args.denoise)
-    built = vec.build_vectors(model, stories, recipe, topics=args.topics)
+    built = vec.build_vectors(model, stories, recipe, topics=args.topics, corpus=load_corpus(args.corpus))
     built.save(out)
     print(f"{len(built)} emotions x {built.n_layers} layers (width {built.width}) -> {out}", file=sys.stderr)
     return 0
@@ -72,9 +72,9 @@ def _vectors_report(args: argparse.Namespace) -> int:
 
 
 def load_corpus_for(vectors) -> object:
-    from .corpus import load_corpus
+    from .corpus import V1_CORPUS_SHA256, load_corpus
 
-    corpus = load_corpus()
+    corpus = load_corpus("v1" if vectors.metadata.get("corpus_sha256") == V1_CORPUS_SHA256 else "v2")
     if vectors.metadata.get("corpus_sha256") not in (None, corpus.fingerprint()):
         raise ExplorerError(
             "these vectors were built from a different corpus than the shipped one; "
@@ -365,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=recipe.denoise_variance,
         help="fraction of neutral variance whose top components are projected out; 0 = off "
         f"(default {recipe.denoise_variance})",
+    )
+    build.add_argument(
+        "--corpus",
+        choices=("v2", "v1"),
+        default="v2",
+        help="v2: all seven registers (default); v1: the first corpus of 800 stories, as the shipped files",
     )
     build.add_argument(
         "--topics", type=int, help="use only the corpus's first N of 20 topics (a cheaper build for big models)"

@@ -112,10 +112,25 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@lru_cache(maxsize=1)
-def load_corpus() -> Corpus:
+@lru_cache(maxsize=2)
+def load_corpus(version: str = "v2") -> Corpus:
     """The shipped corpus: every register's texts (in :data:`REGISTERS` order, then emotion,
-    then topic), and the neutral texts of every register."""
+    then topic), and the neutral texts of every register.
+
+    ``version="v1"`` is the first corpus alone — the 800 stories of register "story" and the 140
+    Person/AI dialogues, with their own topic numbers (0-19) — which the shipped vector files name
+    (``V1_CORPUS_SHA256``) until they are rebuilt from v2."""
+    if version == "v1":
+        whole = load_corpus()
+        stories = tuple(
+            Story(s.emotion, s.text, s.topic - 20, s.person, s.register) for s in whole.stories if s.register == "story"
+        )
+        kept = [
+            (t, k - 20) for t, k, r in zip(whole.neutral, whole.neutral_topics, whole.neutral_registers) if r == "chat"
+        ]
+        return Corpus(stories, tuple(t for t, _ in kept), tuple(k for _, k in kept), ("chat",) * len(kept))
+    if version != "v2":
+        raise ExplorerError(f"corpus version {version!r}; use 'v2' (the default) or 'v1'")
     stories, neutral = [], []
     for register in REGISTERS:
         rows = sorted(_jsonl(CORPUS_DIR / "texts" / f"{register}.jsonl"), key=lambda r: (r["emotion"], r["topic"]))

@@ -525,6 +525,7 @@ def build_vectors(
     recipe: Recipe | None = None,
     progress: bool = True,
     topics: int | None = None,
+    corpus: Corpus | None = None,
 ) -> EmotionVectors:
     """Build emotion vectors for ``model`` from the shipped corpus plus your own ``stories``.
 
@@ -534,11 +535,14 @@ def build_vectors(
             see :func:`explorer.corpus.read_stories` for the JSONL file format.
         recipe: offset and denoising; the defaults are the ones the shipped vectors use.
         progress: show progress bars (texts go through the model in batches).
-        topics: use only the corpus's first ``topics`` topics (of 20): a proportionally cheaper
-            build for big models on a CPU, recorded in the vectors' metadata.
+        topics: use only the corpus's first ``topics`` topics: a proportionally cheaper build for
+            big models on a CPU, recorded in the vectors' metadata.
+        corpus: the corpus to build from (default: the shipped corpus v2; ``load_corpus("v1")``
+            rebuilds the files made from the first corpus).
     """
     recipe = recipe or Recipe()
-    corpus = load_corpus() if topics is None else load_corpus().first_topics(topics)
+    corpus = corpus or load_corpus()
+    corpus = corpus if topics is None else corpus.first_topics(topics)
     extraction = extract(model, corpus, recipe, progress=progress)
     if stories:
         extra = text_means(model, [s.text for s in stories], recipe.offset, desc="your stories", progress=progress)

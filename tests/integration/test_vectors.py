@@ -28,17 +28,19 @@ def rebuilt(default_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(cache.CACHE_ENV, str(root))
-        built = vec.build_vectors(default_model, progress=False)
-        extraction = vec.extract(default_model, load_corpus(), vec.Recipe(), progress=False)
+        # the shipped file was built from the first corpus (v1); the rebuild must reproduce it
+        built = vec.build_vectors(default_model, progress=False, corpus=load_corpus("v1"))
+        extraction = vec.extract(default_model, load_corpus("v1"), vec.Recipe(), progress=False)
     return built, extraction, root
 
 
 def test_shipped_vectors_cover_the_corpus_at_every_layer(shipped, default_model):
     shipped.check_model(default_model)
-    assert shipped.emotions == load_corpus().emotions and len(shipped) >= 40
+    assert shipped.emotions == load_corpus("v1").emotions and len(shipped) >= 40
     assert shipped.directions.shape == (30, len(shipped), 576)
     assert torch.allclose(shipped.directions.norm(dim=-1), torch.ones(30, len(shipped)), atol=1e-4)
-    assert shipped.metadata["corpus_sha256"] == load_corpus().fingerprint()
+    assert shipped.metadata["corpus_sha256"] == load_corpus("v1").fingerprint()
+    assert shipped.readout_mode == "neutral_z"  # files from before corpus v2 keep their calibration
     assert shipped.metadata["model_sha256"] == ex.ZOO[ex.DEFAULT_MODEL].sha256
     assert shipped.null_directions.shape == shipped.directions.shape
     assert (shipped.neutral_std > 0).all() and (shipped.residual_norm > 0).all()
@@ -78,7 +80,7 @@ def test_users_add_an_emotion_from_their_own_stories(default_model, rebuilt, tmp
         "She played the song from that summer once, then turned it off before the chorus and looked out at the rain.",
     ]
     stories.write_text("\n".join(json.dumps({"emotion": "wistful", "text": t}) for t in texts))
-    built = ex.build_vectors(default_model, ex.read_stories(stories), progress=False)
+    built = ex.build_vectors(default_model, ex.read_stories(stories), progress=False, corpus=load_corpus("v1"))
     assert built.emotions[-1] == "wistful" and len(built) == len(load_corpus().emotions) + 1
     assert built.metadata["stories_per_emotion"]["wistful"] == 4
     cos = built.cosine_matrix(default_model.default_layer)["wistful"].drop("wistful")
@@ -86,7 +88,19 @@ def test_users_add_an_emotion_from_their_own_stories(default_model, rebuilt, tmp
     assert cos["nostalgic"] > cos["furious"]
     out = tmp_path / "v.safetensors"
     result = subprocess.run(
-        [sys.executable, "-m", "explorer", "vectors", "build", "--stories", str(stories), "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "explorer",
+            "vectors",
+            "build",
+            "--stories",
+            str(stories),
+            "--out",
+            str(out),
+            "--corpus",
+            "v1",
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, cache.CACHE_ENV: str(root)},
