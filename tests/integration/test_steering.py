@@ -39,6 +39,8 @@ def _hidden(model, ids, layer):
 
 def test_steer_adds_strength_times_residual_norm_and_leaves_nothing_behind(default_model, vectors):
     model, layer = default_model, default_model.default_layer
+    # transformers may keep hooks of its own (output capturing); steering must add none that stay
+    hooks_before = [dict(m._forward_hooks) for m in model.torch_layers]
     ids = torch.tensor([model.tokenizer(TEXT).input_ids])
     before = _hidden(model, ids, layer)
     vector = vectors["desperate"] - vectors["calm"]
@@ -49,7 +51,8 @@ def test_steer_adds_strength_times_residual_norm_and_leaves_nothing_behind(defau
     expected = 0.05 * vectors.residual_norm[layer] * unit
     assert torch.allclose(steered - before, expected.expand_as(before), atol=1e-3 * float(expected.norm()))
     assert torch.equal(after, before)
-    assert all(not m._forward_hooks for m in model.torch_layers)
+    assert [dict(m._forward_hooks) for m in model.torch_layers] == hooks_before
+    assert not any(h.__module__ == "explorer.hooks" for m in model.torch_layers for h in m._forward_hooks.values())
     assert model.steering.signature() == "" and not model.steering
 
 
