@@ -25,9 +25,9 @@ def _fmt(value, digits: int = 3) -> str:
     return html.escape(str(value))
 
 
-def stats_rows(stats: Comparison) -> list[tuple[str, str]]:
-    """The key numbers of the first layer of a :class:`explorer.Comparison`."""
-    test = stats.at()
+def stats_rows(stats: Comparison, layer: int | None = None) -> list[tuple[str, str]]:
+    """The key numbers of a :class:`explorer.Comparison` at ``layer`` (default: its first layer)."""
+    test = stats.at(layer)
     holm = len(stats.layers) > 1  # Holm only adjusts anything when several layers were scanned
     rows = [
         ("layer", _fmt(test.layer)),
@@ -76,6 +76,10 @@ class CompareView(widgets.VBox):
             raise ExplorerError(f"stats is a {type(stats).__name__}; pass the Comparison that ex.compare returns")
         if layer is None:
             layer = stats.at().layer if stats is not None else trace_a.default_layer
+        if stats is not None and layer not in [t.layer for t in stats.layers]:
+            raise ExplorerError(
+                f"stats has layers {[t.layer for t in stats.layers]}, not {layer}; compare at that layer"
+            )
         for trace in (trace_a, trace_b):
             if layer not in trace.layers:
                 raise ExplorerError(f"layer {layer} was not traced for '{trace.episode.id}'; it has {trace.layers}")
@@ -127,7 +131,7 @@ class CompareView(widgets.VBox):
         return alt.layer(zero, traces, difference).properties(width=520, height=240)
 
     def _table_html(self, stats: Comparison | None) -> str:
-        rows = [] if stats is None else stats_rows(stats)
+        rows = [] if stats is None else stats_rows(stats, self.layer)
         per_attempt = "".join(
             f"<tr><td>{int(a)}</td>"
             + "".join(f"<td style='text-align:right'>{_signed3(v)}</td>" for v in row)
