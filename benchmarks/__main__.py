@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import scale, trace_speed
+from . import scale, targets, trace_speed
 
 
 def machine() -> dict:
@@ -70,7 +70,14 @@ def main() -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    print("targets:")
+    missed = 0
+    for what, value, op, target, met in targets.check(results):
+        verdict = "not measured" if met is None else "met" if met else "MISSED"
+        shown = "–" if value is None else f"{value:.3g}"
+        print(f"  {what:<48} {shown:>8} (target {op} {target:g}): {verdict}")
+        missed += met is False
+    return 1 if missed else 0
 
 
 raise SystemExit(main())

@@ -3,8 +3,8 @@
 Runs the notebook, moves the scrubber's slider, and checks what a user sees: the highlighted token,
 the chart's rule and the shown value all change. It also measures the time from a key press on
 the slider to the transcript and the chart being updated in the page, and writes the numbers and
-a screenshot under ``build/``. The notebook runs from a copy in a temporary folder, so JupyterLab's
-autosave never touches the committed file.
+a screenshot under ``build/`` for `make bench` to check against its target. The notebook runs from
+a copy in a temporary folder, so JupyterLab's autosave never touches the committed file.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 MOVES = 25
-LATENCY_TARGET_MS = 50.0
 
 # In-page probes. The transcript marks the current token with a class; the chart's rule is the
 # one rule mark drawn in the position colour. Each probe stores when it last saw a change.
@@ -251,4 +250,6 @@ def test_quickstart_scrubber_in_chromium(lab):
     }
     (BUILD / "browser-latency.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result["latency_ms"]), f"notebook {run_seconds:.1f} s")
-    assert result["latency_ms"]["median"] <= LATENCY_TARGET_MS, result
+    # the latency target is checked by `make bench` (benchmarks/targets.py), not here: timings
+    # depend on the machine's load; here every move must have updated all three, measurably
+    assert len(latencies) == MOVES and all(v >= 0 for v in latencies), result

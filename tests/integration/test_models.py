@@ -3,7 +3,6 @@
 import logging
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -49,13 +48,12 @@ def test_packaged_model_loads_with_documented_shape_and_finite_activations(name)
 def test_second_load_hits_the_cache(default_model, caplog):
     directory = models.prepare(ex.DEFAULT_MODEL)
     stamp = (directory / cache.MANIFEST).stat().st_mtime_ns
-    started = time.perf_counter()
     with caplog.at_level(logging.INFO, logger="explorer.models"):
         again = ex.load_model(ex.DEFAULT_MODEL)
-    seconds = time.perf_counter() - started
+    # a cache hit, shown without a clock (a busy machine must pass): nothing was de-quantized or
+    # rewritten; the warm-load time target is checked by `make bench` (benchmarks/targets.py)
     assert "de-quantizing" not in caplog.text
     assert (directory / cache.MANIFEST).stat().st_mtime_ns == stamp
-    assert seconds < 15, f"warm load took {seconds:.1f} s"
     ids = again.tokenizer("same weights", return_tensors="pt").input_ids
     with torch.inference_mode():
         a = again.hf(ids).logits
