@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -120,6 +120,7 @@ class LayerTest:
     after_pass: AfterPass | None
     permutation_p_holm: float | None = None
     mde_z: float | None = None
+    mde_measured: bool = False  # False: not asked for; True with mde_z None: no planted effect was found
 
     @property
     def predicted_sign(self) -> int:
@@ -153,7 +154,12 @@ class LayerTest:
         )
         if self.shown:
             return line + ": shown"
-        mde = "" if self.mde_z is None else f"; an effect of ≥ {self.mde_z:.3f} z/attempt would have been detected"
+        if self.mde_z is not None:
+            mde = f"; an effect of ≥ {self.mde_z:.3f} z/attempt would have been detected"
+        elif self.mde_measured:
+            mde = "; no planted effect, however large, would have been detected (the nulls' smallest p is too coarse)"
+        else:
+            mde = ""
         return line + f": not shown{mde}"
 
     __str__ = verdict
@@ -291,10 +297,11 @@ def compare(
     control: Episode | None = None,
     layers: Sequence[int] | str | int | None = None,
     n_random: int = N_RANDOM,
+    mde: bool | Sequence[int] = True,
 ) -> Comparison:
     """Does ``emotion`` rise across the failed attempts of ``episode`` more than in ``control``?
     One emotion of :func:`compare_emotions`; see there for the arguments."""
-    return compare_emotions(model, episode, vectors, [emotion], control, layers, n_random)[0]
+    return compare_emotions(model, episode, vectors, [emotion], control, layers, n_random, mde)[0]
 
 
 @dataclass
@@ -382,15 +389,14 @@ def compare_emotions(
 
 def _with_holm(tests: list[LayerTest]) -> list[LayerTest]:
     """The same tests with Holm-adjusted p-values across the layers."""
-    from dataclasses import replace
-
     perm = holm([t.permutation_p for t in tests])
     rnd = holm([t.random.p for t in tests])
+    null = holm([t.shuffled.p for t in tests]) if tests[0].shuffled is not None else None
     out = []
     for i, t in enumerate(tests):
         shuffled = t.shuffled
         if shuffled is not None:
-            shuffled = replace(shuffled, p_holm=_num(holm([u.shuffled.p for u in tests])[i]))
+            shuffled = replace(shuffled, p_holm=_num(null[i]))
         out.append(
             replace(
                 t, permutation_p_holm=_num(perm[i]), random=replace(t.random, p_holm=_num(rnd[i])), shuffled=shuffled
@@ -486,4 +492,5 @@ def _layer_test(passes, vectors, emotion, target, j, layer, fails, shared, episo
         top_rises=tuple(vectors.emotions[i] for i in np.argsort(-emotion_slopes)[:5]),
         after_pass=after_pass,
         mde_z=mde_z,
+        mde_measured=with_mde,
     )

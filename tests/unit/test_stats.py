@@ -52,3 +52,35 @@ def test_headline_verdicts_need_a_rise_and_all_three_tests():
     layers = [{**row, "layer": layer} for layer in range(28)]
     assert scan_floor(layers) == pytest.approx(28 / 41)  # the shuffled-label test limits the scan
     assert scan_floor(layers[:2]) == pytest.approx(2 / 41)
+
+
+def test_minimum_detectable_effect_is_what_the_test_finds_with_80_percent_power():
+    from explorer.stats import minimum_detectable_effect, power_to_detect
+
+    x = np.arange(1, 7, dtype=float)
+    y = np.random.default_rng(3).normal(0, 1, 6)  # noise, no trend
+    controls = [np.random.default_rng(4).normal(0, 0.2, 64)]  # null slopes in the same units
+    mde = minimum_detectable_effect(x, y, controls, sign=1)
+    assert mde is not None and mde > 0
+    assert power_to_detect(x, y, mde, controls, sign=1) >= 0.8
+    assert power_to_detect(x, y, 0.5 * mde, controls, sign=1) < 0.8
+    # noisier data need a larger planted trend
+    assert minimum_detectable_effect(x, 3 * y, controls, sign=1) > mde
+    # nulls too coarse to reach p < 0.05 (10 directions: smallest p 1/11) make every effect undetectable
+    assert minimum_detectable_effect(x, y, [np.zeros(10)], sign=1) is None
+
+
+def test_a_verdict_says_why_when_no_effect_could_be_detected():
+    from dataclasses import replace
+
+    from explorer.comparison import LayerTest, NullTest, Trend
+
+    test = LayerTest(
+        emotion="desperate", layer=3, per_attempt=(), episode_trend=Trend(None, None),
+        control_trend=Trend(None, None), slope_z=0.01, slope_sd=0.01, difference_rho=0.1, permutation_p=0.5,
+        permutation_min_p=0.003, random=NullTest(64, 0.2, 0.4, 1 / 65), shuffled=None, rank=9, of=40,
+        top_rises=(), after_pass=None,
+    )  # fmt: skip
+    assert test.verdict().endswith(": not shown")
+    assert "however large" in replace(test, mde_measured=True).verdict()
+    assert "≥ 0.250 z/attempt" in replace(test, mde_measured=True, mde_z=0.25).verdict()
