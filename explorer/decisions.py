@@ -23,7 +23,7 @@ from .episodes import Decision, Episode, Message, render_text
 from .errors import ExplorerError
 from .hooks import Steering, apply_in_trace
 from .models import Model
-from .stats import control_p, permutation_p, predicted_sign, shown
+from .stats import control_p, permutation_p, predicted_sign, shown, slope
 from .steering import DEFAULT_STRENGTHS, check_strength
 from .vectors import EmotionVectors, random_unit_directions
 
@@ -161,11 +161,6 @@ N_RANDOM = 32  # random directions in the dose-response control (the CLI's --ran
 CLI_STRENGTHS = (-0.1, -0.05, 0.0, 0.05, 0.1)  # the command line's quicker default sweep
 
 
-def _slope(strengths: np.ndarray, values: np.ndarray) -> float:
-    x = strengths - strengths.mean()
-    return float((x * (values - values.mean())).sum() / (x * x).sum())
-
-
 def _finite(value) -> float | None:
     value = float(value)
     return value if np.isfinite(value) else None
@@ -226,6 +221,8 @@ class DoseResponse:
     shuffled_directions: int
     emotions: dict[str, EmotionDose]
     table: pd.DataFrame
+    # the slopes of the control directions, by kind ("random", "shuffled"), as the tests used them
+    control_slopes: dict[str, tuple[float, ...]]
 
     def __getitem__(self, emotion: str) -> EmotionDose:
         if emotion not in self.emotions:
@@ -244,7 +241,7 @@ class DoseResponse:
 
     def random_slopes(self) -> dict[str, float | None] | None:
         """min, 2.5th and 97.5th percentile and max of the random directions' slopes."""
-        slopes = self._slopes("random")
+        slopes = np.asarray(self.control_slopes["random"])
         if not len(slopes):
             return None
         return {
@@ -253,16 +250,6 @@ class DoseResponse:
             "p97.5": _finite(np.percentile(slopes, 97.5)),
             "max": _finite(slopes.max()),
         }
-
-    def _slopes(self, kind: str) -> np.ndarray:
-        rows = self.table[self.table["kind"] == kind]
-        x = np.asarray(self.strengths)
-        return np.array(
-            [
-                _slope(x, g.sort_values("strength")["log_odds"].to_numpy())
-                for _, g in rows.groupby("direction", sort=False)
-            ]
-        )
 
     def __str__(self) -> str:
         head = f"dose-response on {self.episode} ({self.model}, layers {list(self.layers)}):"
@@ -353,7 +340,7 @@ def dose_response(
     table = pd.DataFrame(rows)
 
     slopes = {
-        name: _slope(strengths, group.sort_values("strength")["log_odds"].to_numpy())
+        name: float(slope(strengths, group.sort_values("strength")["log_odds"].to_numpy()[:, None])[0])
         for name, group in table.groupby("direction", sort=False)
     }
     random_slopes = np.array([slopes[n] for n, k, _ in controls if k == "random"])
@@ -385,4 +372,5 @@ def dose_response(
         shuffled_directions=int(len(null_slopes)),
         emotions=summary,
         table=table,
+        control_slopes={"random": tuple(random_slopes.tolist()), "shuffled": tuple(null_slopes.tolist())},
     )
