@@ -31,7 +31,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="tracing ratios only")
     args = parser.parse_args()
-    results = {"machine": machine(), "trace_speed": trace_speed.run()}
+    # the browser test's latest measurement (build/browser-latency.json), read in every mode
+    results = {"machine": machine(), "trace_speed": trace_speed.run(), "scrub_latency": scale.browser_latency()}
     t = results["trace_speed"]
     print(f"trace vs bare forward, {t['model']}, {t['tokens']} tokens, {t['emotions']} emotions, {t['threads']} thr.")
     for name, seconds in t["seconds"].items():

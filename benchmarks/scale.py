@@ -154,7 +154,6 @@ def run(model_name: str = ex.DEFAULT_MODEL) -> dict:
         "extraction": extraction(model_name),
         "loading": loading(model_name),
         "memory": memory(model_name),
-        "scrub_latency": browser_latency(),
     }
 
 
