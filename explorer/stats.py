@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 # The direction each emotion is predicted to move under strain (the paper: strain rises, calm
 # falls). The one table every verdict and one-sided test reads; 0 (unknown) means two-sided.
@@ -53,6 +54,24 @@ def attempt_means(tokens: pd.DataFrame, values: np.ndarray, roles: Sequence[str]
     return frame.groupby("attempt").mean()
 
 
+def group_mean_ci(groups: np.ndarray, values: np.ndarray, level: float = 0.95) -> pd.DataFrame:
+    """Per group (index, sorted): ``n``, ``mean`` and the two-sided Student-t interval of the mean
+    at ``level`` (``ci_low``, ``ci_high``; NaN for a group of one). NaN values are left out."""
+    frame = pd.DataFrame({"group": np.asarray(groups), "value": np.asarray(values, dtype=np.float64)})
+    frame = frame[np.isfinite(frame["value"])]
+    table = frame.groupby("group")["value"].agg(["count", "mean", "std"])
+    n = table["count"].to_numpy()
+    half = np.full(len(n), np.nan)
+    several = n > 1
+    half[several] = (
+        scipy_stats.t.ppf(0.5 + level / 2, n[several] - 1) * table["std"].to_numpy()[several] / np.sqrt(n[several])
+    )
+    return pd.DataFrame(
+        {"n": n, "mean": table["mean"].to_numpy(), "ci_low": table["mean"] - half, "ci_high": table["mean"] + half},
+        index=table.index,
+    )
+
+
 def slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least-squares slope of each column of ``y`` (n, k) on ``x`` (n,)."""
     xc = x - x.mean()
@@ -69,6 +88,26 @@ def permutation_p(x: np.ndarray, y: np.ndarray, draws: int = 20000, seed: int = 
         perms = np.array([rng.permutation(y) for _ in range(draws)])
     null = np.abs(slope(x, perms.T))
     return float((null >= observed - 1e-12).mean())
+
+
+def within_group_permutation_p(x: np.ndarray, y: np.ndarray, draws: int = 10000, seed: int = 0) -> float:
+    """Two-sided p of the pooled slope of ``y`` (groups, levels) on ``x`` (levels,) against the
+    labels ``x`` shuffled independently within each group (row): (1 + #{|null| >= |observed|}) /
+    (1 + draws). A row with a missing value keeps its values in place (it adds nothing to the null
+    that the observed slope lacks)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    rows = np.isfinite(y).all(1)
+    y = y[rows]
+    if len(y) == 0 or len(x) < 2:
+        return 1.0
+    xc = x - x.mean()
+    denominator = len(y) * (xc**2).sum()
+    observed = abs((y * xc).sum() / denominator)
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permuted(np.broadcast_to(y, (draws, *y.shape)), axis=2)
+    null = np.abs((shuffled * xc).sum((1, 2)) / denominator)
+    return float((1 + (null >= observed - 1e-12).sum()) / (1 + draws))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -110,6 +149,7 @@ def power_to_detect(
     simulations: int = 200,
     seed: int = 0,
     alpha: float = ALPHA,
+    one_sided: bool = False,
 ) -> float:
     """Fraction of simulated data sets in which the test says "shown" when a trend of ``planted``
     per step (in the predicted direction) is added to the real data ``y`` (per-attempt values).
@@ -118,6 +158,8 @@ def power_to_detect(
     across ``x`` — and plants the trend into it; the test is the same one the verdict uses: the
     permutation p of the slope and, for each array in ``controls`` (slopes of null directions in
     the same units), the exceedance p, all below ``alpha`` with the slope in the predicted direction.
+    ``one_sided``: the controls' p counts only slopes at least as far in the predicted direction
+    (:func:`control_p`, as the dose-response verdict does) instead of :func:`exceedance_p`.
     """
     rng = np.random.default_rng(seed)
     xc = x - x.mean()
@@ -135,7 +177,12 @@ def power_to_detect(
     p_perm = (perm_slopes >= np.abs(sim_slopes)[:, None] - 1e-12).mean(1)
     ok = (sim_slopes * direction > 0) & (p_perm < alpha)
     for c in controls:
-        p_null = (1 + (np.abs(np.asarray(c))[None, :] >= np.abs(sim_slopes)[:, None]).sum(1)) / (1 + len(c))
+        c = np.asarray(c)
+        if one_sided and sign:
+            extreme = (c[None, :] * direction >= sim_slopes[:, None] * direction).sum(1)
+        else:
+            extreme = (np.abs(c)[None, :] >= np.abs(sim_slopes)[:, None]).sum(1)
+        p_null = (1 + extreme) / (1 + len(c))
         ok &= p_null < alpha
     passed = int(ok.sum())
     return passed / simulations
@@ -150,19 +197,25 @@ def minimum_detectable_effect(
     simulations: int = 200,
     seed: int = 0,
     alpha: float = ALPHA,
+    one_sided: bool = False,
 ) -> float | None:
     """The smallest trend per step that :func:`power_to_detect` finds with at least ``power``
-    (bisection; same units as ``y``). None when even a trend 100× the data's spread is not found,
-    e.g. because the nulls' smallest reachable p is above ``alpha``."""
+    (bisection; same units as ``y``). None when even a trend 100× the data's spread (or, when the
+    controls' slopes are larger than that, 10× the largest of them) is not found, e.g. because the
+    nulls' smallest reachable p is above ``alpha``."""
     spread = float(np.std(y)) or 1.0
     span = float(np.ptp(x)) or 1.0
 
     def found(step: float) -> bool:
-        return power_to_detect(x, y, step, controls, sign, simulations, seed, alpha) >= power
+        return power_to_detect(x, y, step, controls, sign, simulations, seed, alpha, one_sided) >= power
 
     high = 100 * spread / span
     if not found(high):
-        return None
+        # a nearly flat curve against large control slopes (a dose-response): search up to the controls' scale
+        largest = max((float(np.abs(np.asarray(c)).max()) for c in controls if len(c)), default=0.0)
+        if 10 * largest <= high or not found(10 * largest):
+            return None
+        high = 10 * largest
     low = 0.0
     for _ in range(14):
         middle = (low + high) / 2

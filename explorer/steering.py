@@ -105,11 +105,24 @@ def steer(
             including tokens generated inside the block.
         vectors: the calibration source when ``vector`` is a bare tensor or a name.
     """
+    name, deltas = steering_deltas(model, vector, strength, layers, vectors)
+    return model.steered(Steering(f"{strength:+g}*{name}", deltas, positions, in_trace=model.remote))
+
+
+def steering_deltas(
+    model: Model,
+    vector,
+    strength: float,
+    layers: int | Sequence[int] | str | None = None,
+    vectors: EmotionVectors | None = None,
+) -> tuple[str, dict[int, torch.Tensor]]:
+    """(name, {layer: (1, width) addition}): exactly what :func:`steer` adds, for callers that stack
+    several conditions into one batch (one row per condition). Arguments as :func:`steer`."""
     strength = check_strength(strength)
     name, directions = _directions(vector, vectors, model.width, model.n_layers)
     norm = _residual_norm(model, vector, vectors)
-    deltas = {layer: (strength * norm[layer] * directions[layer])[None, :] for layer in model.resolve_layers(layers)}
-    return model.steered(Steering(f"{strength:+g}*{name}", deltas, positions, in_trace=model.remote))
+    layers = model.resolve_layers(layers)
+    return name, {layer: (strength * norm[layer] * directions[layer])[None, :] for layer in layers}
 
 
 def random_direction(model: Model, seed: int = 0) -> torch.Tensor:

@@ -25,8 +25,10 @@ from . import cache
 from .episodes import Episode, render
 from .errors import ExplorerError
 from .hooks import apply_in_trace
+from .memory import release_freed_memory
 from .models import Model, layer_output
-from .stats import attempt_means
+from .remote import pass_failures
+from .stats import attempt_means, group_mean_ci
 from .vectors import EmotionVectors
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,54 @@ class IntensityTrace:
         """Mean z of ``emotion`` at ``layer`` per attempt over the content tokens of ``roles``
         (index: attempt) — the per-attempt curve that :func:`explorer.compare` tests."""
         return attempt_means(self.tokens, self.emotion(emotion, layer)[:, None], list(roles))[0]
+
+    def content_mask(self) -> np.ndarray:
+        """True for the tokens that carry message text. False for chat-template tokens (turn
+        headers, special tokens) and for the first token, an attention sink whose read-out can be
+        hundreds of z; the widgets leave these out of their numbers, colours and axes by default."""
+        if "in_content" in self.tokens:
+            mask = self.tokens["in_content"].to_numpy(dtype=bool).copy()
+        else:
+            mask = np.ones(len(self.tokens), dtype=bool)
+        mask[:1] = False
+        return mask
+
+    def turn_means(
+        self, emotion: str, layer: int | None = None, include_template: bool = False, level: float = 0.95
+    ) -> pd.DataFrame:
+        """Mean z of ``emotion`` at ``layer`` per message (turn) with its ``level`` confidence interval.
+
+        One row per message that has tokens (index: message_index) with ``role``, ``attempt``,
+        ``outcome``, its token span ``start``..``end`` (end exclusive), ``n`` tokens averaged,
+        ``mean``, ``ci_low`` and ``ci_high``. Only content tokens (:meth:`content_mask`) count
+        unless ``include_template``. An assistant turn's mean over its content tokens is the
+        attempt's value in :meth:`attempt_means` when the attempt has one assistant message.
+
+        The interval is Student's t over the turn's tokens, taken as independent draws. Neighbouring
+        tokens are correlated, so it is narrower than the turn's real uncertainty: read it as the
+        spread of the turn, not as a test (:func:`explorer.compare` runs the tests).
+        """
+        values = self.emotion(emotion, layer).astype(np.float64)
+        keep = np.ones(len(values), dtype=bool) if include_template else self.content_mask()
+        table = self.tokens
+        spans = table.groupby("message_index")["token_index"].agg(["min", "max"])
+        stats = group_mean_ci(table["message_index"].to_numpy()[keep], values[keep], level).reindex(spans.index)
+        frame = pd.DataFrame(
+            {
+                "role": [self.episode.messages[int(m)].role for m in spans.index],
+                "attempt": pd.array([self.episode.messages[int(m)].attempt for m in spans.index], dtype="Int64"),
+                "outcome": [self.episode.messages[int(m)].outcome for m in spans.index],
+                "start": spans["min"].to_numpy(),
+                "end": spans["max"].to_numpy() + 1,
+                "n": stats["n"].fillna(0).astype(int).to_numpy(),
+                "mean": stats["mean"].to_numpy(),
+                "ci_low": stats["ci_low"].to_numpy(),
+                "ci_high": stats["ci_high"].to_numpy(),
+            },
+            index=spans.index,
+        )
+        frame.index.name = "message_index"
+        return frame
 
     def to_csv(self, path: str | Path, layer: int | None = None) -> None:
         self.readouts(layer).to_csv(path, index=False, float_format="%.5g")
@@ -174,17 +224,38 @@ def _cache_path(key: str) -> Path:
     return cache.cache_root() / "traces" / f"{key}.npz"
 
 
-def _read_cached(path: Path, episode: Episode, model: Model, vectors: EmotionVectors, layers: list[int]):
+def _read_cached(path: Path, key: str, episode: Episode, model: Model, vectors: EmotionVectors, layers: list[int]):
+    """The cached read-outs at ``path`` when the file says it holds ``key`` (the hash of model,
+    vectors, episode and layers) and its arrays fit the episode's tokens, the vectors and the
+    layers; anything else (damaged, another trace's file, an older format) is None: recompute."""
     try:
         with np.load(path, allow_pickle=False) as data:
+            stored = str(data["key"]) if "key" in data.files else None
             raw = data["raw"]
             tokens = pd.read_json(io.StringIO(str(data["tokens"])), orient="split")
             text = str(data["text"])
     except Exception:  # a damaged file of any kind is rebuilt, never trusted
         log.warning("trace cache %s is damaged; recomputing it", path)
         return None
+    fits = raw.shape == (len(tokens), len(vectors), len(layers)) and int(tokens["message_index"].max()) < len(
+        episode.messages
+    )
+    if stored != key or not fits:  # a file from before keys were stored is simply recomputed
+        (log.info if stored is None else log.warning)("trace cache %s does not hold this trace; recomputing it", path)
+        return None
     tokens["attempt"] = tokens["attempt"].astype("Int64")
     return _assemble(episode, model, vectors, layers, tokens, raw, text)
+
+
+def _write_cached(path: Path, key: str, raw: np.ndarray, rendered) -> None:
+    """Keep a trace for next time, its key inside the file; a cache that cannot be written
+    (disk full, read-only) costs a recomputation later, never the trace."""
+    buffer = io.BytesIO()
+    np.savez(buffer, key=key, raw=raw, tokens=rendered.tokens.to_json(orient="split"), text=rendered.text)
+    try:
+        cache.write_file_atomic(path, buffer.getvalue())
+    except OSError as exc:
+        log.warning("trace not cached (%s: %s)", path.parent, exc.strerror or type(exc).__name__)
 
 
 def _assemble(episode, model, vectors, layers, tokens, raw, text) -> IntensityTrace:
@@ -239,7 +310,7 @@ def readout_pass(model: Model, input_ids: torch.Tensor, directions: dict[int, to
     deepest = max(directions)
     steer_here = {layer for layer in stack.in_trace_layers() if layer <= deepest}
     projections = {}
-    with torch.inference_mode(), model.trace(input_ids) as tracer:
+    with pass_failures(model), torch.inference_mode(), model.trace(input_ids) as tracer:
         for layer in sorted(set(directions) | steer_here):
             envoy = model.layers[layer]
             if layer in steer_here:
@@ -255,7 +326,9 @@ def readout_pass(model: Model, input_ids: torch.Tensor, directions: dict[int, to
         if extra is not None:
             projection = projection + extra @ directions[layer].T.float()
         out.append(projection)
-    return torch.stack(out, -1).numpy()
+    result = torch.stack(out, -1).numpy()
+    release_freed_memory()  # the pass's activations, freed but still held by the C heap
+    return result
 
 
 def rendered_ids(model: Model, episode: Episode):
@@ -299,12 +372,10 @@ def trace(
     key = _trace_key(model, vectors, episode, layers)
     path = _cache_path(key)
     if use_cache and path.is_file():
-        cached = _read_cached(path, episode, model, vectors, layers)
+        cached = _read_cached(path, key, episode, model, vectors, layers)
         if cached is not None:
             return cached
     rendered, input_ids = rendered_ids(model, episode)
     raw = readout_pass(model, input_ids, {layer: vectors.directions[layer] for layer in layers})
-    buffer = io.BytesIO()
-    np.savez(buffer, raw=raw, tokens=rendered.tokens.to_json(orient="split"), text=rendered.text)
-    cache.write_file_atomic(path, buffer.getvalue())
+    _write_cached(path, key, raw, rendered)
     return _assemble(episode, model, vectors, layers, rendered.tokens, raw, rendered.text)

@@ -30,9 +30,9 @@ from .vectors import (
     Extraction,
     Recipe,
     denoising_basis,
-    emotion_directions,
     pca_scores,
     random_unit_directions,
+    recipe_directions,
     shuffled_labels,
 )
 
@@ -79,8 +79,8 @@ def norms_for(emotions: list[str]) -> pd.DataFrame:
 def heldout_accuracy(
     extraction: Extraction, recipe: Recipe, folds: int = 5, labels: list[str] | None = None
 ) -> np.ndarray:
-    """Per-layer accuracy of classifying each story by cosine with vectors built from the other
-    folds (folds are groups of topics, so no topic is seen in training and test)."""
+    """Per-layer accuracy of classifying each story by cosine with vectors built (by ``recipe``) from
+    the other folds (folds are groups of topics, so no topic is seen in training and test)."""
     labels = np.asarray(labels if labels is not None else extraction.labels)
     topics = np.asarray([t if t is not None else -1 for t in extraction.topics])
     emotions = list(dict.fromkeys(labels.tolist()))
@@ -88,8 +88,8 @@ def heldout_accuracy(
     correct = np.zeros(extraction.story_means.shape[1])
     for fold in range(folds):
         test = topics % folds == fold
-        directions, grand = emotion_directions(
-            extraction.story_means[torch.from_numpy(~test)], labels[~test], emotions, bases
+        directions, grand = recipe_directions(
+            extraction.story_means[torch.from_numpy(~test)], labels[~test], emotions, bases, recipe
         )
         held = extraction.story_means[torch.from_numpy(test)] - grand[None]  # (stories, layers, width)
         held = held / held.norm(dim=-1, keepdim=True)
@@ -144,7 +144,7 @@ def geometry(
         bases = [denoising_basis(c, (recipe or Recipe()).denoise_variance) for c in extraction.neutral_covariance]
         for d in range(draws // 5):
             fake = shuffled_labels(extraction.labels, seed + d)
-            directions, _ = emotion_directions(extraction.story_means, fake, vectors.emotions, bases)
+            directions, _ = recipe_directions(extraction.story_means, fake, vectors.emotions, bases, recipe or Recipe())
             shuffled.append(directions[:, idx].numpy())
     for layer in range(vectors.n_layers):
         r1, r2, e1, e2 = _pc_correlations(vectors.at(layer)[idx].double().numpy(), valence, arousal)
@@ -256,6 +256,13 @@ def recipe_table(tables: dict[str, pd.DataFrame], layers: list[int]) -> pd.DataF
     return rows.pivot_table(index=["readout", "recipe"], columns="layer", values="accuracy")
 
 
+def _by_register(table: pd.DataFrame, readout: str, recipe_name: str) -> list[dict]:
+    """Leave-one-register-out nearest-vector accuracy of the chosen read-out and recipe on each
+    held-out register (e.g. the short texts, when no short text was used to build), per layer."""
+    chosen = table[(table.readout == readout) & (table.recipe == recipe_name)]
+    return chosen[["layer", "register", "tested", "accuracy"]].to_dict("records")
+
+
 # --- the whole report -------------------------------------------------------------------------
 def report(
     model: Model,
@@ -296,6 +303,7 @@ def report(
         extra = {
             "generalisation_best_layer": int(summary["loro_nearest"].idxmax()),
             "recipe_comparison": recipe_table(tables, layers_shown).reset_index().to_dict("records"),
+            "by_register": _by_register(tables["by_register"], vectors.readout_mode, recipe.directions),
             "nearest_all": tables["nearest"].to_dict("records"),
             "probe_all": tables["probe"].to_dict("records"),
         }

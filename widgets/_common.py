@@ -16,18 +16,17 @@ PASS = "#2ca02c"
 _offline_tried = False
 
 
-def robust_scale(z: np.ndarray, percentile: float = 99.0) -> float:
-    """Symmetric colour/axis limit: the ``percentile`` of |z| over tokens 1..end.
+def axis_limit(values: np.ndarray, percentile: float = 99.0) -> float:
+    """Symmetric colour/axis limit: the ``percentile`` of |values| that are not NaN (1.0 if none).
 
-    Token 0 (and often the first few tokens) is an attention sink whose read-out can be hundreds
-    of z; letting it set the range would wash every other token out to white.
+    Callers leave out the first token (an attention sink whose read-out can be hundreds of z) and
+    chat-template tokens unless asked to include them: one sink would wash every other token out.
     """
-    values = np.abs(np.asarray(z, dtype=np.float64))
-    body = values[1:] if len(values) > 1 else values
-    body = body[np.isfinite(body)]
-    if body.size == 0:
+    values = np.abs(np.asarray(values, dtype=np.float64))
+    values = values[np.isfinite(values)]
+    if values.size == 0:
         return 1.0
-    limit = float(np.percentile(body, percentile))
+    limit = float(np.percentile(values, percentile))
     return round(limit, 3) if math.isfinite(limit) and limit > 0 else 1.0
 
 

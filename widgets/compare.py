@@ -8,7 +8,7 @@ import altair as alt
 import ipywidgets as widgets
 import pandas as pd
 
-from explorer.comparison import Comparison
+from explorer.comparison import Comparison, paired_attempt_means
 from explorer.errors import ExplorerError
 from explorer.tracing import IntensityTrace
 
@@ -52,7 +52,10 @@ def stats_rows(stats: Comparison, layer: int | None = None) -> list[tuple[str, s
 
 
 class CompareView(widgets.VBox):
-    """Per-attempt mean z of ``emotion`` in two traces (episode and control) and their difference.
+    """Per-attempt mean z of ``emotion`` in two traces (episode and control) and, in its own panel
+    with its own axis, their difference on the same assistant words
+    (:func:`explorer.comparison.paired_attempt_means`: the per-attempt numbers
+    :func:`explorer.compare` tests).
 
     Args:
         trace_a, trace_b: traces of the episode and of its matched control (same model, layer).
@@ -88,11 +91,16 @@ class CompareView(widgets.VBox):
         self.emotion = emotion
         self.layer = int(layer)
         self.labels = tuple(labels)
-        a = trace_a.attempt_means(emotion, layer)
-        b = trace_b.attempt_means(emotion, layer)
-        means = pd.concat({labels[0]: a, labels[1]: b}, axis=1).sort_index()
-        means["difference"] = means[labels[0]] - means[labels[1]]
-        means.index.name = "attempt"
+        pairs = paired_attempt_means(trace_a, trace_b, emotion, layer)
+        means = pd.DataFrame(
+            {
+                labels[0]: [p.episode_assistant for p in pairs],
+                labels[1]: [p.control_assistant for p in pairs],
+                "difference": [p.difference for p in pairs],
+            },
+            index=pd.Index([p.attempt for p in pairs], name="attempt"),
+            dtype=float,
+        )
         self.means = means
 
         enable_offline_charts()
@@ -105,7 +113,7 @@ class CompareView(widgets.VBox):
         )
         super().__init__(children=[title, self.chart, self.table])
 
-    def _build_chart(self) -> alt.LayerChart:
+    def _build_chart(self) -> alt.VConcatChart:
         long = self.means.reset_index().melt("attempt", var_name="series", value_name="z").dropna(subset=["z"])
         long["z"] = long["z"].round(4)
         domain = [*self.labels, "difference"]
@@ -125,10 +133,22 @@ class CompareView(widgets.VBox):
         difference = (
             base.transform_filter(alt.FieldEqualPredicate(field="series", equal="difference"))
             .mark_line(point=True, strokeDash=[5, 3])
-            .encode(x=x, y=y, color=colour, tooltip=tooltip)
+            .encode(
+                x=x,
+                y=alt.Y("z:Q", title="episode − control (z)"),
+                color=colour,
+                tooltip=tooltip,
+            )
         )
         zero = alt.Chart(pd.DataFrame({"z": [0.0]})).mark_rule(color="#aaa").encode(y="z:Q")
-        return alt.layer(zero, traces, difference).properties(width=520, height=240)
+        # The difference gets its own axis: next to the two levels it would be a flat line at zero.
+        return alt.vconcat(
+            alt.layer(zero, traces).properties(width=520, height=200),
+            alt.layer(zero, difference).properties(
+                width=520, height=110, title=alt.TitleParams("on the same assistant words", fontSize=11)
+            ),
+            spacing=8,
+        )
 
     def _table_html(self, stats: Comparison | None) -> str:
         rows = [] if stats is None else stats_rows(stats, self.layer)

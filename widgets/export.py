@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import altair as alt
 import vl_convert
 
+from explorer import cache
 from explorer.errors import ExplorerError
 
 from .transcript import CSS_PATH, JS_PATH
@@ -62,6 +64,25 @@ def _module_as_script(source: str) -> str:
     return source.replace("export default", "const EVX_WIDGET =", 1)
 
 
+@functools.lru_cache(maxsize=1)
+def vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one script that sets ``window.vegaEmbed`` (from vl-convert,
+    so no network); built once (about 15 s) and kept in the user cache per vl-convert version."""
+    path = cache.cache_root() / "vega" / f"vl-convert-{vl_convert.__version__}.js"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    source = vl_convert.javascript_bundle()
+    cache.write_file_atomic(path, source.encode("utf-8"))
+    return source
+
+
+def _inline_script(source: str, module: bool = False) -> str:
+    """A script element holding ``source``, with nothing in it able to close the element early."""
+    kind = ' type="module"' if module else ""
+    safe = source.replace("</script", "<\\/script")
+    return f"<script{kind}>\n{safe}\n</script>"
+
+
 _PAGE_CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1000px; color: #222; }
 h1 { font-size: 20px; margin-bottom: 2px; }
@@ -71,6 +92,7 @@ h1 { font-size: 20px; margin-bottom: 2px; }
 #evx-where { font-size: 12px; color: #444; min-width: 260px; }
 figure { margin: 12px 0; }
 figcaption { font-size: 12px; color: #666; }
+.vega-bindings { font-size: 12px; margin: 4px 0; }
 """
 
 # A stand-in for anywidget's model: the same get/set/on/off/save_changes surface, no kernel.
@@ -94,23 +116,39 @@ _BOOT = """
   const where = document.getElementById("evx-where");
   const emotion = document.getElementById("evx-emotion");
   const layer = document.getElementById("evx-layer");
+  const include = document.getElementById("evx-include");
   const starts = data.widget.messages.map((m) => m.first_token).filter((t) => t !== null).sort((a, b) => a - b);
+  const turns = {};
+  for (const t of data.turns || []) turns[[t.emotion, t.included, t.message].join("|")] = t.mean;
+  function signed(v) {
+    return v === null || v === undefined ? "–" : (v >= 0 ? "+" : "") + v.toFixed(2);
+  }
   function describe() {
     const i = state.position;
     const token = state.tokens[i];
     const values = (state.values[state.emotion] || {})[String(state.layer)] || [];
-    const v = values[i];
+    const left = !state.include_template && (i === 0 || token.in_content === false);
     const attempt = token.attempt === null ? "" : " · attempt " + token.attempt;
-    where.textContent = "token " + i + " · message " + token.message_index + " (" + token.role + ")" + attempt +
-      " · " + state.emotion + " z = " + (v === null || v === undefined ? "–" : v.toFixed(2));
+    const value = left ? "– (template token, left out)" : signed(values[i]);
+    let text = "token " + i + " · message " + (token.message_index + 1) + "/" + state.messages.length +
+      " · " + token.role + attempt + " · " + state.emotion + " z = " + value;
+    if (state.layer === data.chart_layer) {
+      const mean = turns[[state.emotion, state.include_template ? 1 : 0, token.message_index].join("|")];
+      if (mean !== undefined && mean !== null) text += " · turn mean " + signed(mean);
+    } else {
+      text += " · charts: layer " + data.chart_layer;
+    }
+    where.textContent = text;
     slider.value = String(i);
   }
   model.on("change:position", describe);
   model.on("change:emotion", describe);
   model.on("change:layer", describe);
+  model.on("change:include_template", describe);
   slider.addEventListener("input", () => model.set("position", Number(slider.value)));
   emotion.addEventListener("change", () => model.set("emotion", emotion.value));
   layer.addEventListener("change", () => model.set("layer", Number(layer.value)));
+  include.addEventListener("change", () => model.set("include_template", Boolean(include.checked)));
   function step(direction) {
     const current = state.tokens[state.position].message_index;
     const first = data.widget.messages[current].first_token;
@@ -121,6 +159,28 @@ _BOOT = """
   document.getElementById("evx-next").addEventListener("click", () => step(1));
   EVX_WIDGET.render({ model, el: document.getElementById("evx-transcript") });
   describe();
+  window.EVX_PAGE = { model };
+})();
+"""
+
+# The charts, live: the saved spec drawn by vega-embed (its smoothing menu works on its own) and
+# kept in step with the page's slider, emotion and template toggle through the chart's params.
+_CHART_BOOT = """
+(async function () {
+  const page = window.EVX_PAGE;
+  const box = document.getElementById("evx-chart");
+  const spec = JSON.parse(document.getElementById("evx-spec").textContent);
+  box.replaceChildren();  // the saved picture gives way to the live chart
+  const { view } = await window.vegaEmbed(box, spec, { renderer: "svg", actions: false });
+  const sync = () => {
+    view.signal("position", page.model.get("position"));
+    view.signal("emotion", page.model.get("emotion"));
+    view.signal("include", page.model.get("include_template") ? 1 : 0);
+    return view.runAsync();
+  };
+  for (const name of ["position", "emotion", "include_template"]) page.model.on("change:" + name, sync);
+  page.view = view;
+  await sync();
 })();
 """
 
@@ -133,7 +193,11 @@ def _options(values: list, selected: Any) -> str:
 
 
 def scrubber_html(scrubber: EpisodeScrubber) -> str:
-    """A page that works from a file: transcript JS/CSS, data and chart (as SVG) all inline."""
+    """A page that works from a file: transcript JS/CSS, data, the charts' spec and Vega all inline.
+
+    The charts are drawn live (smoothing menu, turn panel, difference line, template toggle) at the
+    layer shown when the page was saved; a picture of them as saved stands in until they are.
+    """
     view = scrubber.transcript
     trace = scrubber.trace
     widget_state = {
@@ -145,11 +209,16 @@ def scrubber_html(scrubber: EpisodeScrubber) -> str:
         "layer": view.layer,
         "position": view.position,
         "scale": view.scale,
+        "scale_all": view.scale_all,
+        "include_template": view.include_template,
     }
+    turns = scrubber.turn_data(scrubber.layer)[["emotion", "included", "message", "mean"]].to_dict("records")
     spec = chart_spec(scrubber.chart)
     svg = vl_convert.vegalite_to_svg(spec)
     title = html.escape(trace.episode.title or trace.episode.id)
     n = len(view.tokens)
+    checked = " checked" if view.include_template else ""
+    versus = "" if scrubber.control is None else f" · control {html.escape(scrubber.control.episode.id)}"
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -161,27 +230,35 @@ def scrubber_html(scrubber: EpisodeScrubber) -> str:
 <body>
 <h1>{title}</h1>
 <p class="evx-sub">{html.escape(trace.episode.id)} · {html.escape(trace.model_name)} · {n} tokens ·
-layers {html.escape(", ".join(map(str, trace.layers)))}</p>
+layers {html.escape(", ".join(map(str, trace.layers)))}{versus}</p>
 <div class="evx-controls">
 <button id="evx-prev" title="previous message">◀ turn</button>
 <input id="evx-position" type="range" min="0" max="{max(n - 1, 0)}" value="{view.position}">
 <button id="evx-next" title="next message">turn ▶</button>
 <label>emotion <select id="evx-emotion">{_options(view.emotions, view.emotion)}</select></label>
 <label>layer <select id="evx-layer">{_options(trace.layers, view.layer)}</select></label>
+<label title="the first token (attention sink) and chat-template tokens: left out of numbers, colours and axes">
+<input id="evx-include" type="checkbox"{checked}> include template tokens</label>
 </div>
 <div id="evx-where"></div>
-<div id="evx-transcript"></div>
 <figure>
-{svg}
-<figcaption>z-scores at layer {view.layer} when the page was saved (a static image: the rule marks token
-{view.position}); the Vega-Lite spec is embedded in this page as JSON.</figcaption>
+<div id="evx-chart">{svg}</div>
+<figcaption>Layer {view.layer} (as saved; the layer menu recolours the transcript). Top: each emotion's z, a
+rolling mean over the tokens chosen under "smoothing". Bottom: the selected emotion's mean per turn with
+its 95% interval{"" if scrubber.control is None else ", and the episode minus its control per attempt"}.
+</figcaption>
 </figure>
-<script type="application/json" id="evx-data">{_script_json({"widget": widget_state})}</script>
+<div id="evx-transcript"></div>
+<script type="application/json" id="evx-data">{
+        _script_json({"widget": widget_state, "turns": turns, "chart_layer": scrubber.layer})
+    }</script>
 <script type="application/json" id="evx-spec">{_script_json(spec)}</script>
 <script>
 {_module_as_script(JS_PATH.read_text(encoding="utf-8"))}
 {_BOOT}
 </script>
+{_inline_script(vega_bundle(), module=True)}
+{_inline_script(_CHART_BOOT, module=True)}
 </body>
 </html>
 """

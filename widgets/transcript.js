@@ -1,7 +1,7 @@
 // Transcript of an episode: one chat bubble per message, one <span> per token, its background the
 // selected emotion's z-score on a blue-white-red scale. Every number arrives once, in `values`;
-// a change of position, emotion, layer or scale only restyles the spans already on the page, so
-// scrubbing never waits on the kernel for data.
+// a change of position, emotion, layer, scale or include_template only restyles the spans
+// already on the page, so scrubbing never waits on the kernel for data.
 
 const NEGATIVE = [33, 102, 172]; // #2166ac
 const POSITIVE = [178, 24, 43]; // #b2182b
@@ -56,22 +56,38 @@ function render({ model, el }) {
     return byLayer[String(model.get("layer"))] || [];
   }
 
+  // Template tokens and the first token (an attention sink) stay uncoloured, and out of the
+  // colour limit, unless the user includes them.
+  function included(i) {
+    const token = (model.get("tokens") || [])[i];
+    return model.get("include_template") || (i > 0 && !(token && token.in_content === false));
+  }
+
+  function activeScale() {
+    const all = model.get("scale_all");
+    return model.get("include_template") && all > 0 ? all : model.get("scale");
+  }
+
   function drawLegend() {
-    const scale = model.get("scale");
+    const scale = activeScale();
     legend.replaceChildren(
       element("span", "evx-legend-title", `${model.get("emotion")} · layer ${model.get("layer")} · z`),
       element("span", "evx-legend-tick", `−${scale.toFixed(1)}`),
       element("span", "evx-legend-bar"),
       element("span", "evx-legend-tick", `+${scale.toFixed(1)}`),
-      element("span", "evx-legend-note", "(clipped beyond)"),
+      element(
+        "span",
+        "evx-legend-note",
+        model.get("include_template") ? "(clipped beyond)" : "(clipped beyond; template tokens left out)",
+      ),
     );
   }
 
   function recolour() {
     const values = currentValues();
-    const scale = model.get("scale");
+    const scale = activeScale();
     for (let i = 0; i < spans.length; i++) {
-      const v = values[i];
+      const v = included(i) ? values[i] : null;
       spans[i].style.backgroundColor = divergingColour(v, scale);
       spans[i].classList.toggle("evx-strong", !isMissing(v) && Math.abs(v) > 0.6 * scale);
     }
@@ -141,11 +157,13 @@ function render({ model, el }) {
     const table = element("table");
     table.append(...rows);
     const attempt = isMissing(token.attempt) ? "" : ` · attempt ${token.attempt}`;
-    tip.replaceChildren(
+    const parts = [
       element("div", "evx-tip-token", `“${visibleText(token.text)}”`),
       element("div", "evx-tip-meta", `token ${i} · ${token.role}${attempt} · layer ${model.get("layer")}`),
       table,
-    );
+    ];
+    if (!included(i)) parts.push(element("div", "evx-tip-meta", "template token: left out of colours and means"));
+    tip.replaceChildren(...parts);
     tip.style.display = "block";
     moveTip(event);
   }
@@ -176,6 +194,8 @@ function render({ model, el }) {
     ["change:emotion", recolour],
     ["change:layer", recolour],
     ["change:scale", recolour],
+    ["change:scale_all", recolour],
+    ["change:include_template", recolour],
     ["change:values", recolour],
     ["change:tokens", build],
     ["change:messages", build],

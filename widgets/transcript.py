@@ -10,7 +10,7 @@ import traitlets
 
 from explorer.tracing import IntensityTrace
 
-from ._common import clean, robust_scale, rounded
+from ._common import axis_limit, clean, rounded
 
 HERE = Path(__file__).parent
 JS_PATH = HERE / "transcript.js"
@@ -33,11 +33,7 @@ def transcript_data(trace: IntensityTrace, emotions: Sequence[str]) -> dict:
             "in_content": bool(content),
         }
         for text, message, role, attempt, content in zip(
-            table["token"],
-            table["message_index"],
-            table["role"],
-            table["attempt"],
-            table["in_content"] if "in_content" in table else [True] * len(table),
+            table["token"], table["message_index"], table["role"], table["attempt"], trace.content_mask()
         )
     ]
     starts = table.groupby("message_index")["token_index"].min()
@@ -57,17 +53,22 @@ def transcript_data(trace: IntensityTrace, emotions: Sequence[str]) -> dict:
     return {"tokens": tokens, "messages": messages, "values": values}
 
 
-def trace_scale(trace: IntensityTrace, emotions: Sequence[str]) -> float:
-    """One colour limit for all shown emotions and layers, so equal colours mean equal z."""
+def trace_scale(trace: IntensityTrace, emotions: Sequence[str], include_template: bool = False) -> float:
+    """One colour limit for all shown emotions and layers, so equal colours mean equal z: the 99th
+    percentile of |z| over the content tokens (:meth:`IntensityTrace.content_mask`), or over every
+    token, the attention sink included, with ``include_template``."""
     index = [trace.emotions.index(e) for e in emotions]
-    return robust_scale(trace.z[:, index, :])
+    keep = slice(None) if include_template else trace.content_mask()
+    return axis_limit(trace.z[keep][:, index, :])
 
 
 class TranscriptView(anywidget.AnyWidget):
     """Chat bubbles with one coloured span per token; hover for read-outs, click to seek.
 
     Data traitlets (``tokens``, ``messages``, ``values``, ``emotions``) are sent once; the state
-    traitlets (``emotion``, ``layer``, ``position``, ``scale``) are all a change sends.
+    traitlets (``emotion``, ``layer``, ``position``, ``scale``, ``include_template``) are all a
+    change sends. Template tokens and the first token (an attention sink) stay uncoloured unless
+    ``include_template``, which also switches the colour limit from ``scale`` to ``scale_all``.
     """
 
     _esm = JS_PATH
@@ -81,6 +82,8 @@ class TranscriptView(anywidget.AnyWidget):
     layer = traitlets.Int(0).tag(sync=True)
     position = traitlets.Int(0).tag(sync=True)
     scale = traitlets.Float(1.0).tag(sync=True)
+    scale_all = traitlets.Float(1.0).tag(sync=True)
+    include_template = traitlets.Bool(False).tag(sync=True)
 
     @classmethod
     def from_trace(
@@ -90,9 +93,13 @@ class TranscriptView(anywidget.AnyWidget):
         layer: int,
         scale: float | None = None,
         position: int = 0,
+        scale_all: float | None = None,
     ) -> TranscriptView:
-        """A transcript of ``trace`` for ``emotions`` (the first one selected) at ``layer``."""
+        """A transcript of ``trace`` for ``emotions`` (the first one selected) at ``layer``; the
+        colour limits default to :func:`trace_scale` without and with template tokens."""
         data = transcript_data(trace, emotions)
+        if scale_all is None:
+            scale_all = scale if scale is not None else trace_scale(trace, emotions, include_template=True)
         return cls(
             **data,
             emotions=list(emotions),
@@ -100,4 +107,5 @@ class TranscriptView(anywidget.AnyWidget):
             layer=int(layer),
             position=int(position),
             scale=float(scale if scale is not None else trace_scale(trace, emotions)),
+            scale_all=float(scale_all),
         )

@@ -1,16 +1,21 @@
 """The quickstart in a real browser: JupyterLab on loopback, headless Debian Chromium via Playwright.
 
-Runs the notebook, moves the scrubber's slider, and checks what a user sees: the highlighted token,
-the chart's rule and the shown value all change. It also measures the time from a key press on
-the slider to the transcript and the chart being updated in the page, and writes the numbers and
-a screenshot under ``build/`` for `make bench` to check against its target. The notebook runs from
-a copy in a temporary folder, so JupyterLab's autosave never touches the committed file.
+Runs the notebook, moves the scrubber's slider, and checks what a user sees: the first screen shows
+the smoothed trend and the turn panel; the highlighted token, the chart's rule, the current turn and
+the shown value all change; a compare view draws its difference line; and, with the kernel shut
+down, the smoothing menu still redraws the chart. The page the scrubber saves is opened from a file
+and checked the same way. It also measures the time from a key press on the slider to the
+transcript and the chart being updated in the page, and writes the numbers and screenshots under
+``build/`` for `make bench` to check against its target. The notebook runs from a copy in a
+temporary folder (with two cells added: a compare view and a saved page), so JupyterLab's autosave
+never touches the committed file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -21,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from widgets.scrubber import ROLE_COLOURS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
@@ -38,6 +45,21 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 MOVES = 25
+WAIT_MS = 30_000  # how long a step may take on a loaded machine before the test gives up (not a target)
+SCREENSHOTS = BUILD / "screenshots"
+VIEWPORT = {"width": 1400, "height": 1100}
+# Appended to the notebook's copy: what the quickstart leaves for the reader to try.
+EXTRA_CELL = (
+    'widgets.EpisodeScrubber(trace, emotions=["desperate", "calm", "afraid"], control=control)'
+    '.save_html("scrubber.html")\n'
+    'widgets.CompareView(trace, control, "desperate", stats=result)'
+)
+# The selected emotion's line in a scrubber's trend chart (drawn 2.4 px wide), and the difference
+# line (dashed) in a scrubber's turn panel or a compare view.
+SELECTED_LINE = 'g.mark-line path[stroke-width="2.4"]'
+DASHED_LINE = 'g.mark-line path[stroke-dasharray="5,3"]'
+CURRENT_TURN = 'g.mark-rect path[stroke="#111"]'  # the turn panel outlines the turn under the slider
+ASSISTANT = ROLE_COLOURS["assistant"]  # the fill of the assistant turns' boxes in the turn panel
 
 # In-page probes. The transcript marks the current token with a class; the chart's rule is the
 # one rule mark drawn in the position colour. Each probe stores when it last saw a change.
@@ -90,7 +112,12 @@ def lab(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Debian's chromium is not installed ({CHROMIUM} missing): run `make browser`")
     work = tmp_path_factory.mktemp("lab")
-    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    notebook["cells"].append(
+        {"cell_type": "code", "execution_count": None, "id": "evx-browser-test", "metadata": {}, "outputs": [],
+         "source": EXTRA_CELL}
+    )  # fmt: skip
+    (work / NOTEBOOK.name).write_text(json.dumps(notebook, indent=1, ensure_ascii=False), encoding="utf-8")
     settings = work / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
@@ -128,7 +155,7 @@ def lab(tmp_path_factory):
     assert "widgets.server: kernel websockets send without Nagle delay" in (work / "lab.log").read_text(), (
         "the widgets.server extension is not enabled in this environment: run `python -m widgets.server`"
     )
-    yield url
+    yield url, work
     proc.terminate()
     try:
         proc.wait(15)
@@ -137,15 +164,59 @@ def lab(tmp_path_factory):
     log.close()
 
 
+def _path(page, selector: str) -> str | None:
+    """The ``d`` attribute of the first SVG path matching ``selector`` (None when there is none)."""
+    script = "(s) => { const p = document.querySelector(s); return p ? p.getAttribute('d') : null; }"
+    return page.evaluate(script, selector)
+
+
+def _wait_changed(page, selector: str, old: str | None) -> None:
+    page.wait_for_function(
+        "([sel, old]) => { const p = document.querySelector(sel); return p && p.getAttribute('d') !== old; }",
+        arg=[selector, old],
+        timeout=WAIT_MS,
+    )
+
+
+def check_saved_page(browser, path: Path, errors: list[str]) -> None:
+    """The page ``save_html`` wrote, opened from a file: charts, smoothing, toggle and slider work."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    chart = "#evx-chart"
+    page.wait_for_selector(f"{chart} {SELECTED_LINE}", timeout=60_000)
+    page.screenshot(path=str(SCREENSHOTS / "scrubber-saved-page.png"))
+    menu = page.locator(f"{chart} .vega-bindings select")
+    assert menu.input_value() == "128"
+    assert page.locator(f"{chart} {DASHED_LINE}").count() == 1, "no difference line in the saved page"
+    assert page.locator(f"{chart} {CURRENT_TURN}").count() == 1
+    line = _path(page, f"{chart} {SELECTED_LINE}")
+    menu.select_option("32")
+    _wait_changed(page, f"{chart} {SELECTED_LINE}", line)
+    turn = _path(page, f"{chart} {CURRENT_TURN}")
+    page.locator("#evx-position").fill("1500")
+    _wait_changed(page, f"{chart} {CURRENT_TURN}", turn)
+    page.locator("#evx-position").fill("0")
+    assert "template token, left out" in page.locator("#evx-where").inner_text()
+    line = _path(page, f"{chart} {SELECTED_LINE}")
+    page.locator("#evx-include").check()
+    _wait_changed(page, f"{chart} {SELECTED_LINE}", line)
+    where = page.locator("#evx-where").inner_text()
+    assert "left out" not in where and "z = +" in where, where  # the sink's own read-out, now shown
+    assert page.locator(chart).locator("text=template tokens and first token included").count() == 1
+    page.close()
+
+
 def test_quickstart_scrubber_in_chromium(lab):
     from playwright.sync_api import sync_playwright
 
-    BUILD.mkdir(exist_ok=True)
+    lab, work = lab
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page = browser.new_page(viewport=VIEWPORT)
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"{lab}/lab/tree/{NOTEBOOK.name}")
@@ -180,14 +251,36 @@ def test_quickstart_scrubber_in_chromium(lab):
             scrubber = ".jp-OutputArea-output:has(.evx-transcript)"
             page.wait_for_selector(f"{scrubber} .evx-token", timeout=60_000)
             page.wait_for_selector(f"{scrubber} .vega-embed svg g.mark-rule", timeout=60_000)
+            page.wait_for_selector(f"{scrubber} {SELECTED_LINE}", timeout=60_000)
             box = page.locator(scrubber).first
-            box.scroll_into_view_if_needed()
             n_tokens = box.locator(".evx-token").count()
             assert n_tokens > 2000, f"the quickstart episode has {n_tokens} tokens; the latency check wants > 2,000"
 
+            # The first screen, untouched: the scrubber's top at the top of the window, the smoothed
+            # trend and the turn panel (with the control's difference line) in full view.
+            box.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+            first_screen = box.evaluate(
+                "(el) => { const top = el.getBoundingClientRect().top;"
+                " const svg = el.querySelector('.vega-embed svg');"
+                " return {chart_bottom: svg.getBoundingClientRect().bottom - top,"
+                " smoothing: el.querySelector('.vega-bindings select').value,"
+                f" assistant_turns: svg.querySelectorAll('g.mark-rect path[fill=\"{ASSISTANT}\"]').length,"
+                f" current_turn: svg.querySelectorAll('{CURRENT_TURN}').length,"
+                " title: svg.textContent.includes('rolling mean over')}; }"
+            )
+            page.screenshot(path=str(SCREENSHOTS / "scrubber-first-screen.png"))
+            assert first_screen["chart_bottom"] < VIEWPORT["height"], first_screen
+            assert first_screen["smoothing"] == "128" and first_screen["title"], first_screen
+            assert first_screen["assistant_turns"] == 8 and first_screen["current_turn"] == 1, first_screen
+            assert box.locator(DASHED_LINE).count() == 1, "no difference line against the control"
+
             where = box.locator(".widget-html:has-text('z =')").first
             before = {**page.evaluate(INSTALL_PROBES, scrubber), "where": where.inner_text()}
-            assert before["current"] == 0 and before["rule"], before
+            start = before["current"]
+            turn_before = _path(page, f"{scrubber} {CURRENT_TURN}")
+            assert start > 0 and before["rule"], before  # opens past the attention sink
+            shown = float(re.search(r"z = ([-+][\d.]+)", before["where"]).group(1))
+            assert "template token" not in before["where"] and abs(shown) < 10, before  # not the sink's read-out
 
             # Keyboard moves on the token slider's handle: one token at a time, as a user scrubs.
             slider = box.locator(".widget-slider:has(.widget-label:text-is('token')) .noUi-handle").first
@@ -196,7 +289,7 @@ def test_quickstart_scrubber_in_chromium(lab):
             for _ in range(MOVES):
                 page.keyboard.press("ArrowRight")
                 page.wait_for_function(
-                    "() => ['transcript', 'chart', 'values'].every(k => window.__evx[k] !== null)", timeout=10_000
+                    "() => ['transcript', 'chart', 'values'].every(k => window.__evx[k] !== null)", timeout=WAIT_MS
                 )
                 probe = page.evaluate("() => ({...window.__evx})")
                 transcript_ms.append(probe["transcript"] - probe["t0"])
@@ -205,26 +298,52 @@ def test_quickstart_scrubber_in_chromium(lab):
                 latencies.append(max(transcript_ms[-1], chart_ms[-1], values_ms[-1]))
                 page.wait_for_timeout(60)  # a scrubbing hand, not a key held down
             after_keys = page.evaluate("() => ({...window.__evx})")
-            assert after_keys["current"] == MOVES, f"highlight at token {after_keys['current']}, expected {MOVES}"
+            assert after_keys["current"] == start + MOVES, f"highlight at {after_keys['current']}, not {start + MOVES}"
             assert after_keys["rule"] != before["rule"], "the chart's rule did not move"
 
             # Jump three turns ahead: the shown value and message change with the highlighted token.
             for _ in range(3):
                 seen = page.evaluate("() => window.__evx.current")
                 box.locator("button:has-text('turn ▶')").click()
-                page.wait_for_function(f"() => window.__evx.current > {seen}", timeout=10_000)
+                page.wait_for_function(f"() => window.__evx.current > {seen}", timeout=WAIT_MS)
             page.wait_for_function(
                 "([sel, old]) => { const el = [...document.querySelectorAll(sel + ' .widget-html')]"
                 ".find(e => e.innerText.includes('z =')); return el && el.innerText !== old; }",
                 arg=[scrubber, before["where"]],
-                timeout=10_000,
+                timeout=WAIT_MS,
             )
             after = {**page.evaluate("() => ({...window.__evx})"), "where": where.inner_text()}
-            assert after["current"] > MOVES and after["rule"] != after_keys["rule"]
+            assert after["current"] > start + MOVES and after["rule"] != after_keys["rule"]
             assert after["where"] != before["where"], "the shown message and value did not change"
             highlighted = box.locator(".evx-token.evx-current")
             assert highlighted.count() == 1 and int(highlighted.get_attribute("data-i")) == after["current"]
+            # the turn panel highlights the turn under the slider: three turns on, another box
+            _wait_changed(page, f"{scrubber} {CURRENT_TURN}", turn_before)
+            assert box.locator(CURRENT_TURN).count() == 1
             box.screenshot(path=str(BUILD / "browser-quickstart.png"))
+
+            # The compare view draws the episode-minus-control difference as its own line.
+            view = ".jp-OutputArea-output:has(.vega-embed):has-text('vs impossible-code-control')"
+            page.wait_for_selector(f"{view} {DASHED_LINE}", timeout=60_000)
+            compare = page.locator(view).first
+            compare.scroll_into_view_if_needed()
+            assert compare.locator(DASHED_LINE).count() == 1
+            assert compare.locator("text=episode − control (z)").count() == 1
+
+            # With the kernel gone, the smoothing menu still redraws the trend: it is the chart's own.
+            box.scroll_into_view_if_needed()
+            smoothed = _path(page, f"{scrubber} {SELECTED_LINE}")
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.shutdown()")
+            page.wait_for_function(
+                "() => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session;"
+                " return !k || !k.kernel || k.kernel.status === 'dead' || k.kernel.isDisposed; }",
+                timeout=30_000,
+            )
+            box.locator(".vega-bindings select").first.select_option("16")
+            _wait_changed(page, f"{scrubber} {SELECTED_LINE}", smoothed)
+            assert box.locator("text=rolling mean over 16 tokens").count() == 1
+
+            check_saved_page(browser, work / "scrubber.html", errors)
         finally:
             browser.close()
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import explorer as ex
-from explorer import decisions
+from explorer import decisions, generation
+from explorer.episodes import render_text
 from explorer.hooks import Steering
 from explorer.models import layer_output
 from explorer.tracing import readout_pass
@@ -154,6 +155,35 @@ def test_generation_streams_the_same_readouts_as_a_full_pass(default_model, vect
         pushed = ex.generate(model, episode, vectors, max_new_tokens=8, after_message=3)
     assert pushed.steering.endswith("desperate")
     assert pushed.readouts["desperate"].mean() > plain.readouts["desperate"].mean() + 1.0
+
+
+def test_turn_only_steering_reuses_the_context_and_equals_a_full_pass_steered_from_the_turn(default_model, vectors):
+    model, layer = default_model, default_model.default_layer
+    episode = ex.load_episode("impossible-code")
+    ex.generate(model, episode, vectors, max_new_tokens=4, after_message=3)
+    kept = generation._CONTEXTS[id(model)]
+    pushed = ex.generate(model, episode, vectors, max_new_tokens=6, after_message=3, steer="desperate", strength=0.1)
+    assert generation._CONTEXTS[id(model)] is kept  # same context, unsteered: run once, reused
+    assert pushed.steering == "+0.1*desperate (written turn only)" and len(pushed.token_ids) == 6
+    keep = episode.messages[:4]
+    context = model.tokenize(render_text(model, keep), templated=model.chat)["input_ids"]
+    turn = model.tokenize(render_text(model, keep, reply=True), templated=model.chat)["input_ids"]
+    assert turn[: len(context)] == context and len(turn) > len(context)
+    ids = torch.tensor([turn + pushed.token_ids])
+    # one full pass steered from the turn header on: the same read-outs and the same greedy tokens
+    with ex.steer(model, vectors["desperate"], 0.1, positions=slice(len(context), None)):
+        raw = readout_pass(model, ids, {layer: vectors.at(layer)})[:, :, 0]
+        with torch.inference_mode():
+            chosen = model.hf(input_ids=ids).logits[0, len(turn) - 1 : -1].argmax(-1).tolist()
+    assert chosen == pushed.token_ids
+    z = (raw - vectors.z_offset[layer].numpy()) / vectors.z_scale[layer].numpy()
+    np.testing.assert_allclose(pushed.readouts[vectors.emotions].to_numpy(), z[-6:], atol=2e-2)
+    # the context before the turn was not steered: its read-outs equal an unsteered pass
+    plain_raw = readout_pass(model, ids, {layer: vectors.at(layer)})[:, :, 0]
+    np.testing.assert_allclose(raw[: len(context)], plain_raw[: len(context)], atol=1e-4)
+    assert np.abs(raw[len(context) :] - plain_raw[len(context) :]).max() > 1.0
+    with pytest.raises(ex.ExplorerError, match="give steer= and strength= together"):
+        ex.generate(model, episode, vectors, max_new_tokens=2, steer="calm")
 
 
 def test_bad_steering_requests_get_one_line_errors(default_model, vectors):

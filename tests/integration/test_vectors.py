@@ -28,19 +28,22 @@ def rebuilt(default_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(cache.CACHE_ENV, str(root))
-        # the shipped file was built from the first corpus (v1); the rebuild must reproduce it
-        built = vec.build_vectors(default_model, progress=False, corpus=load_corpus("v1"))
-        extraction = vec.extract(default_model, load_corpus("v1"), vec.Recipe(), progress=False)
+        # the shipped file was built from corpus v2 with the default recipe; the rebuild must reproduce it
+        built = vec.build_vectors(default_model, progress=False)
+        extraction = vec.extract(default_model, load_corpus(), vec.Recipe(), progress=False)
     return built, extraction, root
 
 
 def test_shipped_vectors_cover_the_corpus_at_every_layer(shipped, default_model):
     shipped.check_model(default_model)
-    assert shipped.emotions == load_corpus("v1").emotions and len(shipped) >= 40
+    assert shipped.emotions == load_corpus().emotions and len(shipped) >= 40
     assert shipped.directions.shape == (30, len(shipped), 576)
     assert torch.allclose(shipped.directions.norm(dim=-1), torch.ones(30, len(shipped)), atol=1e-4)
-    assert shipped.metadata["corpus_sha256"] == load_corpus("v1").fingerprint()
-    assert shipped.readout_mode == "neutral_z"  # files from before corpus v2 keep their calibration
+    assert shipped.metadata["corpus_sha256"] == load_corpus().fingerprint()
+    # built by the recipe chosen on leave-one-register-out accuracy (docs/VECTORS.md), and says so
+    assert vec.Recipe.from_metadata(shipped.metadata) == vec.Recipe()
+    assert shipped.readout_mode == "grand_mean" and shipped.metadata["recipe"]["directions"] == "shrinkage_lda"
+    assert shipped.metadata["stories_per_emotion"] == {e: 80 for e in shipped.emotions}
     assert shipped.metadata["model_sha256"] == ex.ZOO[ex.DEFAULT_MODEL].sha256
     assert shipped.null_directions.shape == shipped.directions.shape
     assert (shipped.neutral_std > 0).all() and (shipped.residual_norm > 0).all()
@@ -80,7 +83,7 @@ def test_users_add_an_emotion_from_their_own_stories(default_model, rebuilt, tmp
         "She played the song from that summer once, then turned it off before the chorus and looked out at the rain.",
     ]
     stories.write_text("\n".join(json.dumps({"emotion": "wistful", "text": t}) for t in texts))
-    built = ex.build_vectors(default_model, ex.read_stories(stories), progress=False, corpus=load_corpus("v1"))
+    built = ex.build_vectors(default_model, ex.read_stories(stories), progress=False)
     assert built.emotions[-1] == "wistful" and len(built) == len(load_corpus().emotions) + 1
     assert built.metadata["stories_per_emotion"]["wistful"] == 4
     cos = built.cosine_matrix(default_model.default_layer)["wistful"].drop("wistful")
@@ -98,8 +101,6 @@ def test_users_add_an_emotion_from_their_own_stories(default_model, rebuilt, tmp
             str(stories),
             "--out",
             str(out),
-            "--corpus",
-            "v1",
         ],
         capture_output=True,
         text=True,
@@ -160,3 +161,37 @@ def test_cli_rejects_bad_input_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "explorer", "score", str(bad)], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {bad}, line 1: unknown field 'txt'; allowed: id, text"
+
+
+@pytest.mark.parametrize("path", sorted(vec.SHIPPED_DIR.glob("*.safetensors")), ids=lambda p: p.stem)
+def test_every_shipped_file_matches_its_model_and_says_how_it_was_built(path):
+    from explorer.corpus import V1_CORPUS_SHA256
+
+    vectors = ex.EmotionVectors.load(path)
+    entry = ex.ZOO[path.stem]
+    assert vectors.directions.shape == (entry.n_layers, 40, entry.width)
+    assert vectors.metadata["model_sha256"] == entry.sha256
+    recipe = vec.Recipe.from_metadata(vectors.metadata)
+    if vectors.metadata["corpus_sha256"] == V1_CORPUS_SHA256:  # built before corpus v2 (docs/VECTORS.md)
+        assert recipe.directions == "mean_difference" and vectors.readout_mode == "neutral_z"
+    else:  # everything built since: corpus v2, the default recipe
+        assert vectors.metadata["corpus_sha256"] == load_corpus().fingerprint() and recipe == vec.Recipe()
+        assert vectors.readout_mode == recipe.readout
+
+
+def test_score_texts_can_centre_on_the_texts_themselves(default_model, shipped):
+    texts = [
+        "The lake was still. She sat on the dock with her tea, breathing slowly, watching the mist lift.",
+        "Footsteps behind him again. He walked faster, keys clenched, heart hammering, not daring to look back.",
+        "She opened the envelope, read the first line and screamed, then hugged everyone in the kitchen twice.",
+    ]
+    plain = ex.score_texts(default_model, shipped, texts, progress=False)
+    centred = ex.score_texts(default_model, shipped, texts, progress=False, centre="texts")
+    # centring on the texts' own mean activation = subtracting each emotion's mean read-out over them
+    np.testing.assert_allclose(centred.to_numpy(), plain.to_numpy() - plain.to_numpy().mean(0), atol=1e-4)
+    assert abs(centred.to_numpy().mean(0)).max() < 1e-4
+    assert centred.loc[0, "calm"] > centred.loc[1, "calm"] and centred.loc[1, "afraid"] > centred.loc[0, "afraid"]
+    with pytest.raises(ex.ExplorerError, match="at least two texts"):
+        ex.score_texts(default_model, shipped, texts[:1], progress=False, centre="texts")
+    with pytest.raises(ex.ExplorerError, match="centre 'mean'"):
+        ex.score_texts(default_model, shipped, texts, progress=False, centre="mean")

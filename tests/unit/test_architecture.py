@@ -24,6 +24,8 @@ NEVER = {
     "tracing": {"steering", "decisions", "generation", "comparison", "headline"},
     "comparison": {"steering", "decisions", "generation", "headline"},
     "steering": {"stats", "comparison", "tracing", "decisions", "generation"},
+    "escalation": {"tracing", "comparison", "controls", "steering", "decisions", "generation", "headline"},
+    "controls": {"steering", "decisions", "generation", "headline"},
 }
 
 

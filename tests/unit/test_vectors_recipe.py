@@ -1,5 +1,7 @@
 """The recipe's linear algebra and the EmotionVectors object, on synthetic activations."""
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from explorer.vectors import (
     Recipe,
     denoising_basis,
     emotion_directions,
+    lda_directions,
     pca_scores,
     vectors_from_extraction,
 )
@@ -56,7 +59,7 @@ def test_denoising_basis_takes_the_components_explaining_the_fraction():
 
 def test_recipe_recovers_the_planted_directions_and_removes_the_nuisance():
     x = synthetic_extraction()
-    v = vectors_from_extraction(x, Recipe(), {"model": "synthetic"})
+    v = vectors_from_extraction(x, Recipe(directions="mean_difference"), {"model": "synthetic"})
     assert v.emotions == EMOTIONS
     for layer in range(LAYERS):
         d = v.at(layer)
@@ -64,7 +67,7 @@ def test_recipe_recovers_the_planted_directions_and_removes_the_nuisance():
         assert d[:, 5].abs().max() < 1e-6  # nuisance axis projected out
         # joy's vector points to joy's axis away from the others (mean over emotions subtracted)
         assert d[0, 0] > 0.7 and d[0, 1] < 0 and d[0, 2] < 0
-    without = vectors_from_extraction(x, Recipe(denoise_variance=0), {"model": "synthetic"})
+    without = vectors_from_extraction(x, Recipe(denoise_variance=0, directions="mean_difference"), {"model": "s"})
     assert without.at(0)[:, 5].abs().max() > 0.05  # without denoising the nuisance leaks in
     assert v.metadata["denoise_components"] == [1, 1, 1]
 
@@ -143,3 +146,37 @@ def test_cosine_matrix_and_pca_shapes():
     s1, _ = pca_scores(v.at(0).double().numpy())
     s2, _ = pca_scores(v.at(0).double().numpy())
     assert np.array_equal(s1, s2)
+
+
+def test_shrinkage_lda_down_weights_what_varies_within_an_emotion():
+    # emotion signal on axis 0 (small) and axis 1 (large), but axis 1 also varies a lot between
+    # texts of the same emotion (say, register): whitening turns the direction towards axis 0
+    g = torch.Generator().manual_seed(3)
+    labels = ["a"] * 200 + ["b"] * 200
+    sign = torch.tensor([1.0] * 200 + [-1.0] * 200, dtype=torch.float64)
+    means = torch.zeros(400, 1, 4, dtype=torch.float64)
+    means[:, 0, 0] = 0.5 * sign + 0.1 * torch.randn(400, generator=g, dtype=torch.float64)
+    means[:, 0, 1] = 1.0 * sign + 3.0 * torch.randn(400, generator=g, dtype=torch.float64)
+    plain, _ = emotion_directions(means, labels, ["a", "b"], [torch.zeros(4, 0, dtype=torch.float64)])
+    whitened, grand = lda_directions(means, labels, ["a", "b"], shrinkage=0.3)
+    assert abs(plain[0, 0, 1]) > abs(plain[0, 0, 0])  # the plain contrast follows the noisy axis
+    assert abs(whitened[0, 0, 0]) > 2 * abs(whitened[0, 0, 1])  # the whitened one the clean axis
+    assert torch.allclose(whitened.norm(dim=-1), torch.ones(1, 2, dtype=torch.float64))
+    assert torch.allclose(grand, means[:, 0].mean(0, keepdim=True), atol=1e-12)
+    # and it is what the recipe builds by default, recorded in the file
+    x = synthetic_extraction()
+    v = vectors_from_extraction(x, Recipe(), {"model": "synthetic"})
+    assert v.metadata["recipe"]["directions"] == "shrinkage_lda"
+    expected, _ = lda_directions(x.story_means, x.labels, EMOTIONS, Recipe().shrinkage)
+    assert torch.allclose(v.directions, expected.float(), atol=1e-6)
+
+
+def test_recipe_from_metadata_reads_old_files_as_they_were_built():
+    assert Recipe.from_metadata({"recipe": {"offset": 10, "denoise_variance": 0.5}}) == Recipe(
+        readout="neutral_z", directions="mean_difference"
+    )
+    assert Recipe.from_metadata({"recipe": asdict(Recipe(offset=7))}) == Recipe(offset=7)
+    with pytest.raises(ExplorerError, match="unknown recipe setting 'colour'"):
+        Recipe.from_metadata({"recipe": {"colour": "red"}})
+    with pytest.raises(ExplorerError, match="shrinkage"):
+        Recipe(shrinkage=0)
