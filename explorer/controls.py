@@ -217,8 +217,11 @@ class ControlResults:
     __str__ = verdict
 
     def to_dict(self) -> dict:
-        def records(frame: pd.DataFrame) -> list[dict]:
-            return json.loads(frame.to_json(orient="records", double_precision=6))
+        """Every table as ``{"columns": [...], "data": [[...], ...]}`` (compact), with the verdicts."""
+
+        def records(frame: pd.DataFrame) -> dict:
+            table = json.loads(frame.to_json(orient="split", index=False, double_precision=6))
+            return {"columns": table["columns"], "data": table["data"]}
 
         return {
             "model": self.model,
@@ -309,15 +312,18 @@ def load_control_results(model_name_or_path: str | Path) -> ControlResults:
             f"no control results at {path}; shipped for: {', '.join(shipped_control_results()) or 'none'} "
             f"(make them with `{command_for(str(model_name_or_path))}`)"
         )
+    def table(block: dict) -> pd.DataFrame:
+        return pd.DataFrame(block["data"], columns=block["columns"])
+
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         return ControlResults(
             model=record["model"],
             rule_layer=int(record["rule_layer"]),
-            context=pd.DataFrame(record["context"]),
-            context_attempts=pd.DataFrame(record["context_attempts"]),
-            escalation=pd.DataFrame(record["escalation"]),
-            escalation_levels=pd.DataFrame(record["escalation_levels"]),
+            context=table(record["context"]),
+            context_attempts=table(record["context_attempts"]),
+            escalation=table(record["escalation"]),
+            escalation_levels=table(record["escalation_levels"]),
             verdicts=tuple(record["verdicts"]),
             meta={k: record[k] for k in ("command", "explorer_version", "vectors_built") if k in record},
         )

@@ -21,8 +21,8 @@ Protocol (docs/STEERING.md, "Tone steering"):
    directions at the same strengths. Each is added at every token (prompt and continuation) of the
    steered ``layers``, ``strength`` × the layer's mean residual norm long, as :func:`explorer.steer`.
 3. Judges, neither of them the steered model: VADER's compound valence (a lexicon, −1 … +1) of
-   every continuation and, optionally, a second packaged model asked whether the text sounds
-   happy or sad (A/B, both letter orders, log-odds averaged).
+   every continuation and, optionally, a second packaged model asked whether the text's mood is
+   happy or sad (:class:`ToneJudge`, both orders of the two words, log-odds averaged).
 4. Fluency guard: the unsteered model's mean per-token loss on each continuation, and its distinct
    word bigrams. A condition (direction, strength) whose mean loss exceeds ``max_loss_ratio`` × the
    unsteered one, or whose distinct-bigram rate falls below ``min_distinct_ratio`` × it, is flagged
@@ -47,7 +47,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .decisions import _letter_ids
 from .episodes import Message, render_text
 from .errors import ExplorerError
 from .generation import _stop_ids
@@ -119,21 +118,30 @@ def vader_valence(texts: Sequence[str]) -> np.ndarray:
     return np.array([analyser.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
 
 
-class LetterJudge:
-    """A second model's zero-shot judgement of a text's tone: asked "which word describes the
-    feeling of this text better? A) happy B) sad" in both letter orders; the score is the mean over
-    the two orders of log P(letter of the positive word) − log P(letter of the negative word)."""
+class ToneJudge:
+    """A second model's zero-shot judgement of a text's tone: asked "is the mood of the text happy
+    or sad? Answer with one word", with the two words named in both orders; the score is the mean
+    over the two orders of log P(first token of "happy") − log P(first token of "sad"), each word
+    with and without a leading space or capital. (Answering by letter, A or B, was tried first:
+    qwen2.5-coder-0.5b-instruct picked "A" whatever the text, letter log-odds within ±0.3 for
+    plainly happy and plainly sad texts; naming the word it does tell them apart.)"""
 
     def __init__(self, model: Model, words: tuple[str, str] = JUDGE_WORDS, batch_size: int = 16):
         model.require_local("the tone judge")
         self.model, self.words, self.batch_size = model, words, batch_size
-        self.letters = _letter_ids(model)
+        tokenizer = model.tokenizer
+        self.ids = [
+            sorted({tokenizer.encode(v, add_special_tokens=False)[0] for v in (w, f" {w}", w.capitalize())})
+            for w in words
+        ]
+        if set(self.ids[0]) & set(self.ids[1]):
+            raise ExplorerError(f"the tokenizer of '{model.name}' does not separate '{words[0]}' and '{words[1]}'")
 
     def _prompt(self, text: str, positive_first: bool) -> list[int]:
         a, b = self.words if positive_first else self.words[::-1]
         question = (
-            f'Text: "{text.strip() or "(nothing)"}"\n\nWhich word describes the feeling of this text better?\n'
-            f"A) {a}\nB) {b}\n\nAnswer with the letter A or B."
+            f"Read this text:\n\n{text.strip() or '(nothing)'}\n\n"
+            f"Is the mood of the text {a} or {b}? Answer with one word: {a} or {b}."
         )
         rendered = render_text(self.model, [Message("user", question)], reply=True)
         return self.model.tokenize(rendered, templated=self.model.chat)["input_ids"]
@@ -142,22 +150,18 @@ class LetterJudge:
         scores = np.zeros(len(texts))
         for positive_first in (True, False):
             prompts = [self._prompt(t, positive_first) for t in texts]
-            positive, negative = ("A", "B") if positive_first else ("B", "A")
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start : start + self.batch_size]
-                width = max(map(len, chunk))
-                ids = torch.zeros(len(chunk), width, dtype=torch.long)
-                mask = torch.zeros(len(chunk), width, dtype=torch.long)
+                ids = torch.zeros(len(chunk), max(map(len, chunk)), dtype=torch.long)
                 for i, p in enumerate(chunk):  # right-padded: the real tokens never see the padding
-                    ids[i, : len(p)], mask[i, : len(p)] = torch.tensor(p), 1
+                    ids[i, : len(p)] = torch.tensor(p)
                 with torch.inference_mode():
-                    logits = self.model.hf(input_ids=ids, attention_mask=mask).logits
+                    logits = self.model.hf(input_ids=ids).logits
                 last = logits[torch.arange(len(chunk)), torch.tensor([len(p) - 1 for p in chunk])].float()
                 logp = torch.log_softmax(last, -1)
-                for i in range(len(chunk)):
-                    pos = torch.logsumexp(logp[i, self.letters[positive]], 0)
-                    neg = torch.logsumexp(logp[i, self.letters[negative]], 0)
-                    scores[start + i] += float(pos - neg) / 2
+                positive = torch.logsumexp(logp[:, self.ids[0]], -1)
+                negative = torch.logsumexp(logp[:, self.ids[1]], -1)
+                scores[start : start + len(chunk)] += (positive - negative).numpy() / 2
         return scores
 
 
@@ -307,7 +311,7 @@ def _beyond(value: float, controls: np.ndarray, sign: int) -> bool:
 
 @dataclass(frozen=True)
 class ToneEmotion:
-    """One emotion's tone dose-response, judged by VADER (and the letter judge when it ran).
+    """One emotion's tone dose-response, judged by VADER (and the second judge when it ran).
 
     ``slope`` is valence per unit of strength over the fluent strengths; ``effect`` the mean change
     in valence from unsteered to the strongest fluent strength; ``permutation_p`` the two-sided p
@@ -342,7 +346,7 @@ class ToneEmotion:
 
     @property
     def judge_agrees(self) -> bool | None:
-        """Whether the letter judge's slope has the predicted sign with p < 0.05 (None: no judge)."""
+        """Whether the second judge's slope has the predicted sign with p < 0.05 (None: no judge)."""
         if self.judge_slope is None:
             return None
         return shown(self.judge_slope, [self.judge_permutation_p], self.predicted_sign)
@@ -635,7 +639,8 @@ def tone_response(
             directions are ``random_unit_directions(n_random, width, seed + 1000)``.
         temperature, max_new_tokens: sampling of each continuation.
         judge: a second model (or its zoo name) for the zero-shot happy/sad judgement of every
-            continuation; None to skip it (it is the slow part: a forward pass per text and order).
+            continuation (:class:`ToneJudge`); None to skip it (it is the slow part: a forward
+            pass per text and order).
         max_loss_ratio, min_distinct_ratio: the fluency guard (see the module's docstring).
         progress: called with (prompts done, prompts in all).
 
@@ -682,7 +687,7 @@ def tone_response(
             progress(i + 1, len(prompts))
     table = pd.DataFrame(records)
     if judge_model is not None:
-        table["judge"] = LetterJudge(judge_model).score(table["text"].tolist())
+        table["judge"] = ToneJudge(judge_model).score(table["text"].tolist())
     return assemble(
         table, model.name, emotions, strengths, layers, prompts, seed, float(temperature), max_new_tokens, n_random,
         None if judge_model is None else judge_model.name, max_loss_ratio, min_distinct_ratio,

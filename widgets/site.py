@@ -194,9 +194,16 @@ def _title_and_summary(nb, fallback: str) -> tuple[str, str]:
             continue
         lines = cell.source.strip().splitlines()
         title = next((ln.lstrip("#").strip() for ln in lines if ln.startswith("#")), fallback)
-        body = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
-        summary = re.sub(r"[*_`]", "", body[0]) if body else ""
-        return title, summary[:300]
+        paragraph: list[str] = []  # the first paragraph after the heading
+        for line in lines:
+            if line.startswith("#") or (not line.strip() and not paragraph):
+                continue
+            if not line.strip():
+                break
+            paragraph.append(line.strip())
+        summary = re.sub(r"[*_`]", "", " ".join(paragraph))
+        title = re.sub(r"[*_`]", "", title)
+        return title, summary if len(summary) <= 300 else summary[:299] + "…"
     return fallback, ""
 
 

@@ -108,15 +108,16 @@ def test_bad_input_gets_one_line_errors(default_model, vectors):
             ex.tone_response(default_model, vectors, prompts=["a", "b"])
 
 
-def test_the_letter_judge_tells_happy_from_sad_text():
+def test_the_second_judge_tells_happy_from_sad_text():
     from explorer.models import ZOO
 
     judge_name = "qwen2.5-coder-0.5b-instruct"
     if not ZOO[judge_name].installed:
         pytest.skip(f"{judge_name} is not installed (explorer models --install {judge_name})")
-    judge = tone.LetterJudge(ex.load_model(judge_name))
+    judge = tone.ToneJudge(ex.load_model(judge_name))
     scores = judge.score([
         "What a wonderful day! We laughed and danced in the sunshine, so happy together.",
         "She cried alone in the dark room; everything she loved was gone and nothing would ever be the same.",
+        "The man stood at the curb, his eyes lost in thought as he watched the bus go by.",
     ])  # fmt: skip
-    assert scores[0] > 0 > scores[1]
+    assert scores[0] > 1 and scores[1] < -0.5 and scores[0] > scores[2] > scores[1]

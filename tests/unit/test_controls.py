@@ -202,3 +202,47 @@ def test_shipped_control_results_load_without_a_model():
         row = results.positive_control()
         assert row["layer"] == results.rule_layer and 0 < row["random_p"] <= 1
         assert any(line.startswith("positive control (desperate on feedback tokens") for line in results.verdicts)
+
+
+def _layer_test(emotion, span, slope_z, random_p, null_p=0.02, layer=3):
+    from explorer.comparison import AttemptMeans, LayerTest, NullTest, Trend
+
+    return LayerTest(
+        emotion=emotion, layer=layer, span=span,
+        per_attempt=(AttemptMeans(1, True, 0.1, 0.0, 0.5, 0.2), AttemptMeans(2, True, 0.2, 0.1, 0.9, 0.1)),
+        episode_trend=Trend(None, None), control_trend=Trend(None, None), slope_z=slope_z, slope_sd=slope_z,
+        difference_rho=1.0, permutation_p=0.01, permutation_min_p=0.003,
+        random=NullTest(64, 0.05, random_p, 1 / 65), shuffled=NullTest(40, 0.05, null_p, 1 / 41),
+        rank=2, of=40, top_rises=("terrified", "desperate"), after_pass=None,
+    )  # fmt: skip
+
+
+def test_context_control_finds_each_test_and_says_whether_the_positive_control_passed():
+    from explorer.comparison import Comparison
+
+    def comparison(emotion, span, slope_z, random_p):
+        test = _layer_test(emotion, span, slope_z, random_p)
+        return Comparison("tiny", "lost-thesis-explicit", "lost-thesis-calm", emotion, (1, 2), (test,), span)
+
+    result = ex.ContextControl(
+        "tiny", 3, {"explicit": CONTEXT_CONTRASTS["explicit"]},
+        (("explicit", comparison("desperate", "feedback", 0.2, 0.015)),
+         ("explicit", comparison("desperate", "assistant", 0.01, 0.5))),
+    )  # fmt: skip
+    assert result.positive_control.span == "feedback"
+    assert result.at("explicit", "desperate", "assistant").slope_z == 0.01
+    assert [(r["contrast"], r["span"], r["layer"]) for r in result.rows()] == [
+        ("explicit", "feedback", 3), ("explicit", "assistant", 3)
+    ]  # fmt: skip
+    assert len(result.per_attempt()) == 2  # the means are the same on both spans: kept once
+    lines = result.verdicts()
+    assert lines[0].startswith("[explicit: lost-thesis-explicit vs lost-thesis-calm] desperate @ layer 3 on feedback")
+    assert lines[-1].startswith("positive control (desperate on feedback tokens, layer 3): moves beyond random")
+    assert lines[-1].endswith("shown by all three tests (permutation p 0.010, shuffled-label p 0.020)")
+    assert json.loads(json.dumps(result.to_dict()))["comparisons"][0]["span"] == "feedback"
+    with pytest.raises(ex.ExplorerError, match=r"no comparison for \('explicit', 'afraid', 'feedback'\)"):
+        result.at("explicit", "afraid")
+    failed = ex.ContextControl("tiny", 3, {}, (("explicit", comparison("desperate", "feedback", 0.2, 0.2)),))
+    assert "does not move beyond random directions" in failed.verdicts()[-1] and "not shown" in failed.verdicts()[-1]
+    with pytest.raises(ex.ExplorerError, match="contrasts 'explicit': give names from explicit, implicit, words"):
+        ex.context_control(None, None, contrasts="explicit")
