@@ -534,18 +534,25 @@ def extract(model: Model, corpus: Corpus, recipe: Recipe, progress: bool = True)
     path = _extraction_cache_path(model, corpus, recipe)
     labels = [s.emotion for s in corpus.stories]
     topics = [s.topic for s in corpus.stories]
+    key = f"{_model_key(model)}|{corpus.fingerprint()}|offset={recipe.offset}"
     if path.is_file():
         try:
+            with safe_open(str(path), "pt") as handle:
+                stored = (handle.metadata() or {}).get("key")
             t = load_file(str(path))
-            return Extraction(
-                t["story_means"],
-                labels,
-                topics,
-                t["neutral_mean"],
-                t["neutral_covariance"],
-                t["neutral_norm"],
-                int(t["neutral_tokens"].item()),
-            )
+            expected = (len(corpus.stories), model.n_layers, model.width)
+            if (stored is not None and stored != key) or tuple(t["story_means"].shape) != expected:
+                log.warning("extraction cache %s belongs to other inputs; recomputing it", path)
+            else:
+                return Extraction(
+                    t["story_means"],
+                    labels,
+                    topics,
+                    t["neutral_mean"],
+                    t["neutral_covariance"],
+                    t["neutral_norm"],
+                    int(t["neutral_tokens"].item()),
+                )
         except (SafetensorError, KeyError, OSError):
             log.warning("extraction cache %s is damaged; recomputing it", path)
     means = text_means(model, [s.text for s in corpus.stories], recipe.offset, progress=progress)
@@ -558,7 +565,7 @@ def extract(model: Model, corpus: Corpus, recipe: Recipe, progress: bool = True)
         "neutral_norm": result.neutral_norm.contiguous(),
         "neutral_tokens": torch.tensor([result.neutral_tokens]),
     }
-    cache.write_file_atomic(path, save_bytes(tensors))
+    cache.write_file_atomic(path, save_bytes(tensors, metadata={"key": key}))  # the inputs it belongs to
     return result
 
 

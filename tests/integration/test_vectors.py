@@ -195,3 +195,25 @@ def test_score_texts_can_centre_on_the_texts_themselves(default_model, shipped):
         ex.score_texts(default_model, shipped, texts[:1], progress=False, centre="texts")
     with pytest.raises(ex.ExplorerError, match="centre 'mean'"):
         ex.score_texts(default_model, shipped, texts, progress=False, centre="mean")
+
+
+def test_extraction_cache_is_tied_to_its_inputs(default_model, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    full = load_corpus()
+    pick = [s for s in full.stories if s.emotion in ("calm", "afraid") and s.topic in (20, 21)]
+    small = ex.Corpus(tuple(pick), full.neutral[:2], full.neutral_topics[:2])
+    other = ex.Corpus(tuple(pick[:3]), full.neutral[:2], full.neutral_topics[:2])
+    first = vec.extract(default_model, small, vec.Recipe(), progress=False)
+    path = vec._extraction_cache_path(default_model, small, vec.Recipe())
+    # another corpus's file under this corpus's name (a copied or stale cache): never returned as this one's
+    vec.extract(default_model, other, vec.Recipe(), progress=False)
+    path.write_bytes(vec._extraction_cache_path(default_model, other, vec.Recipe()).read_bytes())
+    with caplog.at_level("WARNING"):
+        again = vec.extract(default_model, small, vec.Recipe(), progress=False)
+    assert "belongs to other inputs" in caplog.text
+    assert again.story_means.shape == first.story_means.shape == (len(pick), 30, 576)
+    assert torch.allclose(again.story_means, first.story_means)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        vec.extract(default_model, small, vec.Recipe(), progress=False)  # rewritten with its own key: reused
+    assert "recomputing" not in caplog.text
