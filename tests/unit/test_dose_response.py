@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -130,3 +132,14 @@ def test_the_shipped_dose_response_statistics_follow_from_its_own_table():
     # the p-value resolution the notebook reports
     assert 2 / math.factorial(5) < 0.05 and 1 / 33 < 0.05 and 1 / 41 < 0.05
     assert shipped_path(MODEL, "impossible-code").is_file()
+
+
+def test_explorer_steer_refuses_to_overwrite_an_out_file_before_any_model_work(tmp_path):
+    existing = tmp_path / "sweep.json"
+    existing.write_text("keep me")
+    done = subprocess.run(
+        [sys.executable, "-m", "explorer", "steer", "impossible-code", "--out", str(existing)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "already exists; choose another file or pass --force" in done.stderr
+    assert existing.read_text() == "keep me"
