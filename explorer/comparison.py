@@ -21,13 +21,13 @@ from .episodes import Episode, load_control
 from .errors import ExplorerError
 from .models import Model
 from .stats import (
+    ThreeTests,
     attempt_means,
     exceedance_p,
     holm,
     minimum_detectable_effect,
     permutation_p,
     predicted_sign,
-    shown,
     slope,
 )
 from .tracing import IntensityTrace, readout_pass, rendered_ids
@@ -106,7 +106,7 @@ class AfterPass:
 
 
 @dataclass(frozen=True)
-class LayerTest:
+class LayerTest(ThreeTests):
     """One emotion at one layer: the effect, its three tests, specificity and the drop after a pass.
 
     ``slope_z`` is the least-squares slope of (episode − control) per-attempt means in z per
@@ -137,23 +137,7 @@ class LayerTest:
     mde_measured: bool = False  # False: not asked for; True with mde_z None: no planted effect was found
     span: str = "assistant"  # the tokens read: see explorer.comparison.span_roles
 
-    @property
-    def predicted_sign(self) -> int:
-        return predicted_sign(self.emotion)
-
-    @property
-    def p_values(self) -> dict[str, float | None]:
-        """The three tests' p-values: permutation, random directions, shuffled-label null."""
-        return {
-            "permutation": self.permutation_p,
-            "random": self.random.p,
-            "null": None if self.shuffled is None else self.shuffled.p,
-        }
-
-    @property
-    def shown(self) -> bool:
-        """Moves in the predicted direction and all three p-values are below 0.05."""
-        return shown(self.slope_z, list(self.p_values.values()), self.predicted_sign)
+    EFFECT = "slope_z"
 
     def verdict(self) -> str:
         """One line: the effect, its three p-values, its rank, and shown or not (with the MDE)."""

@@ -39,7 +39,16 @@ from .activations import last_token_states
 from .episodes import escalation_templates
 from .errors import ExplorerError
 from .models import Model
-from .stats import ALPHA, exceedance_p, minimum_detectable_effect, permutation_p, predicted_sign, shown, slope
+from .stats import (
+    ALPHA,
+    ThreeTests,
+    exceedance_p,
+    minimum_detectable_effect,
+    permutation_p,
+    predicted_sign,
+    shown,
+    slope,
+)
 from .validation import reply_prompt
 from .vectors import EmotionVectors, random_unit_directions
 
@@ -193,7 +202,7 @@ class TemplateTrend:
 
 
 @dataclass(frozen=True)
-class EscalationTest:
+class EscalationTest(ThreeTests):
     """One emotion at one layer: the danger-minus-twin trend pooled over the templates (the mean
     of their slopes), its three tests, its specificity and its minimum detectable effect, with
     one :class:`TemplateTrend` per template.
@@ -222,23 +231,7 @@ class EscalationTest:
     mde_sd: float | None = None
     mde_measured: bool = False
 
-    @property
-    def predicted_sign(self) -> int:
-        return predicted_sign(self.emotion)
-
-    @property
-    def p_values(self) -> dict[str, float | None]:
-        """The three tests' p-values: permutation (levels shuffled), random directions, shuffled labels."""
-        return {
-            "permutation": self.permutation_p,
-            "random": self.random.p,
-            "null": None if self.shuffled is None else self.shuffled.p,
-        }
-
-    @property
-    def shown(self) -> bool:
-        """Moves in the predicted direction and all three p-values are below 0.05."""
-        return shown(self.slope_sd, list(self.p_values.values()), self.predicted_sign)
+    EFFECT = "slope_sd"
 
     def at(self, template: str) -> TemplateTrend:
         """One template's trend."""

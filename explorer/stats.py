@@ -221,3 +221,30 @@ def minimum_detectable_effect(
         middle = (low + high) / 2
         low, high = (low, middle) if found(middle) else (middle, high)
     return high
+
+
+class ThreeTests:
+    """What a result tested by permutation, random directions and a shuffled-label null shares:
+    the emotion's predicted sign, the three p-values and the verdict rule. A subclass names its
+    effect attribute in ``EFFECT`` and has ``emotion``, ``permutation_p``, ``random`` and
+    ``shuffled`` (each null with a ``.p``; ``shuffled`` may be None)."""
+
+    EFFECT = "slope"
+
+    @property
+    def predicted_sign(self) -> int:
+        return predicted_sign(self.emotion)
+
+    @property
+    def p_values(self) -> dict[str, float | None]:
+        """The three tests' p-values: permutation, random directions, shuffled-label null."""
+        return {
+            "permutation": self.permutation_p,
+            "random": self.random.p,
+            "null": None if self.shuffled is None else self.shuffled.p,
+        }
+
+    @property
+    def shown(self) -> bool:
+        """Moves in the predicted direction and all three p-values are below 0.05."""
+        return shown(getattr(self, self.EFFECT), list(self.p_values.values()), self.predicted_sign)
