@@ -40,7 +40,7 @@ def reduce_layers(
     """One forward pass; ``reduce(hidden[tokens, width])`` applied at each layer, in layer order."""
     layers = list(range(model.n_layers)) if layers is None else sorted(layers)
     out: list[torch.Tensor] = []
-    with pass_failures(model), torch.inference_mode(), model.trace(input_ids) as tracer:
+    with pass_failures(model), torch.inference_mode(), model.trace(input_ids, use_cache=False) as tracer:
         for index in layers:
             out.append(reduce(layer_output(model.layers[index].output)[0]).save())
         tracer.stop()  # the layers after the deepest requested one and the LM head are not needed
@@ -87,7 +87,7 @@ def _layer_batches(
     """One pass over ``batch``: per layer (all, or ``layers``) either weighted token sums
     (batch, width) or the hidden states of the flat token positions ``rows`` (n, width)."""
     out: list[torch.Tensor] = []
-    with pass_failures(model), torch.inference_mode(), model.trace(batch) as tracer:
+    with pass_failures(model), torch.inference_mode(), model.trace(batch, use_cache=False) as tracer:
         for index in range(model.n_layers) if layers is None else sorted(layers):
             hidden = layer_output(model.layers[index].output)
             if weights is not None:

@@ -211,6 +211,17 @@ class ControlResults:
             raise ExplorerError("these results have no positive-control row (explicit, feedback, desperate)")
         return rows.iloc[0].to_dict()
 
+    def lines(self, section: str) -> list[str]:
+        """The verdict lines of one section: a contrast ('explicit', 'implicit', 'words'),
+        'escalation', or 'positive control' (the one line saying whether it passed)."""
+        if section == "positive control":
+            return [line for line in self.verdicts if line.startswith("positive control")]
+        sections = sorted({line[1 : line.index("]")].split(":")[0] for line in self.verdicts if line.startswith("[")})
+        if section not in sections:
+            known = ", ".join([*sections, "positive control"])
+            raise ExplorerError(f"no section '{section}' in these results; they have {known}")
+        return [line for line in self.verdicts if line.startswith(f"[{section}")]
+
     def verdict(self) -> str:
         return "\n".join(self.verdicts)
 

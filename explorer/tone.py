@@ -76,10 +76,10 @@ TONE_SIGN = {
 }  # fmt: skip
 
 # The configuration the shipped result was run with (docs/STEERING.md: how it was chosen).
-EMOTIONS = ("happy", "sad")
+EMOTIONS = ("happy", "sad", "terrified")
 STRENGTHS = (0.0, 0.05, 0.1)
 LAYERS = (18, 20, 22)
-N_RANDOM = 16
+N_RANDOM = 32
 TEMPERATURE = 0.7
 MAX_NEW_TOKENS = 24
 MAX_LOSS_RATIO = 2.0
@@ -309,6 +309,13 @@ def _beyond(value: float, controls: np.ndarray, sign: int) -> bool:
     return bool((np.abs(controls) < abs(value)).all())
 
 
+def _rank(value: float, controls: np.ndarray, sign: int) -> int:
+    """1 + the controls further than ``value`` in the predicted direction (in |value| without one)."""
+    if sign:
+        return int((sign * controls > sign * value).sum()) + 1
+    return int((np.abs(controls) > abs(value)).sum()) + 1
+
+
 @dataclass(frozen=True)
 class ToneEmotion:
     """One emotion's tone dose-response, judged by VADER (and the second judge when it ran).
@@ -468,6 +475,29 @@ class ToneResponse:
             })  # fmt: skip
         return out
 
+    def try_prompt(
+        self, model: Model, vectors: EmotionVectors, prompt: str, strength: float | None = None, seed: int = 0
+    ) -> pd.DataFrame:
+        """Continue your own ``prompt`` under this result's configuration: unsteered and steered with
+        each of its emotions, at its layers, temperature and length, the prompt read unsteered, all
+        conditions sampled with the same ``seed`` — as the run treated each of its prompts.
+
+        ``strength`` defaults to the run's strongest. Returns one row per condition: direction,
+        strength, text, tokens, valence (VADER), loss (the unsteered model's, nats/token), distinct.
+        One prompt is an illustration, not a test: the verdict needs the run's 24 prompts and its
+        random directions."""
+        if model.name != self.model:
+            raise ExplorerError(f"this tone result is for '{self.model}', not '{model.name}'; load that model")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ExplorerError("try_prompt: the prompt is empty; give the user turn to continue as a string")
+        strength = max(self.strengths) if strength is None else check_strength(strength)
+        if strength == 0:
+            raise ExplorerError("try_prompt: strength 0 is the unsteered row already; give e.g. 0.1")
+        vectors.check_model(model)
+        plan = _Plan(model, vectors, list(self.emotions), [0.0, strength], list(self.layers), 0, seed)
+        rows = plan.run(0, prompt, self.max_new_tokens, self.temperature)
+        return pd.DataFrame(rows).drop(columns=["prompt", "kind"])
+
     def verdict(self) -> str:
         head = (
             f"tone steering on {self.model} (layers {list(self.layers)}, strengths {list(self.strengths)}, "
@@ -596,7 +626,7 @@ def summarise(
             permutation_p=None if value is None else within_group_permutation_p(strengths[keep], ok_grid, seed=seed),
             random_p=None if value is None else control_p(value, valid, sign),
             beyond_random=value is not None and bool(len(valid)) and _beyond(value, valid, sign),
-            random_rank="–" if value is None else f"{int((valid > value).sum()) + 1} of {len(valid) + 1}",
+            random_rank="–" if value is None else f"{_rank(value, valid, sign)} of {len(valid) + 1}",
             fluent_strengths=tuple(float(s) for s in strengths[keep]),
             excluded_strengths=tuple(float(s) for s in strengths[~keep]),
             valence_at=at,

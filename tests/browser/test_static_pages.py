@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update"]
-PAGES = ["01-quickstart", "04-your-own-episode"]
+PAGES = ["01-quickstart", "05-your-own-episode"]
 SCRUBBER = "[data-evx-kind=scrubber]"
 RULE = "g.mark-rule line[stroke='#111'], g.mark-rule path[stroke='#111']"
 

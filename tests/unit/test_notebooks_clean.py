@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
-EXPECTED = ["01-quickstart", "02-building-vectors", "03-desperation-headline", "04-your-own-episode",
-            "05-the-causal-test", "06-scaling-out"]  # fmt: skip
+EXPECTED = ["01-quickstart", "02-building-vectors", "03-does-it-work", "04-desperation-headline", "05-your-own-episode",
+            "06-the-causal-test", "07-scaling-out"]  # fmt: skip
 
 
 def test_every_documented_notebook_exists():

@@ -61,7 +61,7 @@ def test_a_planted_tone_effect_is_shown_with_the_predicted_signs():
     assert happy.effect == pytest.approx(0.4, abs=0.06) and sad.effect == pytest.approx(-0.4, abs=0.06)
     assert happy.permutation_p < 0.01 and sad.permutation_p < 0.01
     assert happy.beyond_random and sad.beyond_random and happy.random_p == pytest.approx(1 / 17)
-    assert happy.random_rank == "1 of 17" and sad.random_rank == "17 of 17"
+    assert happy.random_rank == "1 of 17" and sad.random_rank == "1 of 17"  # ranked in the predicted direction
     assert happy.shown and sad.shown and judge is None
     assert len(random_slopes) == 16 and max(abs(s) for s in random_slopes) < 1.0
 
