@@ -323,6 +323,7 @@ def load_control_results(model_name_or_path: str | Path) -> ControlResults:
             f"no control results at {path}; shipped for: {', '.join(shipped_control_results()) or 'none'} "
             f"(make them with `{command_for(str(model_name_or_path))}`)"
         )
+
     def table(block: dict) -> pd.DataFrame:
         return pd.DataFrame(block["data"], columns=block["columns"])
 

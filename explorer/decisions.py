@@ -26,7 +26,7 @@ from .errors import ExplorerError
 from .hooks import Steering, apply_in_trace
 from .models import Model
 from .remote import pass_failures
-from .stats import control_p, minimum_detectable_effect, permutation_p, predicted_sign, shown, slope
+from .stats import control_p, finite, minimum_detectable_effect, permutation_p, predicted_sign, shown, slope, spread
 from .steering import DEFAULT_STRENGTHS, check_strength
 from .vectors import EmotionVectors, random_unit_directions
 
@@ -170,9 +170,7 @@ N_RANDOM = 32  # random directions in the dose-response control (the CLI's --ran
 CLI_STRENGTHS = (-0.1, -0.05, 0.0, 0.05, 0.1)  # the command line's quicker default sweep
 
 
-def _finite(value) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
+_finite = finite
 
 
 @dataclass(frozen=True)
@@ -263,15 +261,7 @@ class DoseResponse:
 
     def random_slopes(self) -> dict[str, float | None] | None:
         """min, 2.5th and 97.5th percentile and max of the random directions' slopes."""
-        slopes = np.asarray(self.control_slopes["random"])
-        if not len(slopes):
-            return None
-        return {
-            "min": _finite(slopes.min()),
-            "p2.5": _finite(np.percentile(slopes, 2.5)),
-            "p97.5": _finite(np.percentile(slopes, 97.5)),
-            "max": _finite(slopes.max()),
-        }
+        return spread(self.control_slopes["random"])
 
     def __str__(self) -> str:
         head = f"dose-response on {self.episode} ({self.model}, layers {list(self.layers)}):"

@@ -110,6 +110,28 @@ def within_group_permutation_p(x: np.ndarray, y: np.ndarray, draws: int = 10000,
     return float((1 + (null >= observed - 1e-12).sum()) / (1 + draws))
 
 
+def finite(value) -> float | None:
+    """``value`` as a float, or None when it is missing, NaN or infinite (JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float | None] | None:
+    """min, 2.5th and 97.5th percentile and max of ``values`` (Nones dropped); None when empty:
+    the band a set of control directions spans."""
+    values = np.array([v for v in values if v is not None], dtype=np.float64)
+    if not len(values):
+        return None
+    return {
+        "min": finite(values.min()),
+        "p2.5": finite(np.percentile(values, 2.5)),
+        "p97.5": finite(np.percentile(values, 97.5)),
+        "max": finite(values.max()),
+    }
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (same order as given)."""
     p = np.asarray(p_values, dtype=float)

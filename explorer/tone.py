@@ -52,7 +52,7 @@ from .errors import ExplorerError
 from .generation import _stop_ids
 from .hooks import Steering
 from .models import DEFAULT_MODEL, Model
-from .stats import control_p, shown, slope, within_group_permutation_p
+from .stats import control_p, finite, shown, slope, spread, within_group_permutation_p
 from .steering import check_strength, steering_deltas
 from .vectors import EmotionVectors, random_unit_directions
 
@@ -264,11 +264,7 @@ def distinct_bigrams(text: str) -> float:
 # --- statistics ----------------------------------------------------------------------------------
 
 
-def _finite(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if np.isfinite(value) else None
+_finite = finite
 
 
 def _grid(table: pd.DataFrame, direction: str, column: str, strengths: Sequence[float]) -> np.ndarray:
@@ -439,15 +435,7 @@ class ToneResponse:
 
     def random_band(self) -> dict[str, float | None] | None:
         """min, 2.5th and 97.5th percentile and max of the random directions' valence slopes."""
-        slopes = np.array([s for s in self.random_slopes if s is not None], dtype=np.float64)
-        if not len(slopes):
-            return None
-        return {
-            "min": _finite(slopes.min()),
-            "p2.5": _finite(np.percentile(slopes, 2.5)),
-            "p97.5": _finite(np.percentile(slopes, 97.5)),
-            "max": _finite(slopes.max()),
-        }
+        return spread(self.random_slopes)
 
     def rows(self) -> list[dict]:
         """One flat row per emotion: the effect, its tests, the random band and the fluency."""

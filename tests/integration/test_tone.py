@@ -98,6 +98,26 @@ def test_steering_at_the_shipped_configuration_moves_vader_the_predicted_way(def
     assert same > 0.8
 
 
+def test_try_prompt_replays_a_shipped_prompt_and_continues_a_new_one(default_model, vectors):
+    shipped = ex.load_tone_response(default_model.name)
+    top, i = max(shipped.strengths), 5
+    replay = shipped.try_prompt(default_model, vectors, shipped.prompts[i], seed=shipped.seed + i)
+    assert list(replay["direction"]) == ["unsteered", *shipped.emotions]
+    assert set(replay["strength"]) == {0.0, top}
+    table = shipped.table
+    rows = table[(table["prompt"] == i) & (table["kind"] != "random") & table["strength"].isin([0, top])]
+    assert list(replay["text"]) == list(rows["text"])  # token for token, as the notebook promises
+    assert np.allclose(replay["valence"], rows["valence"])
+
+    mine = shipped.try_prompt(default_model, vectors, "Describe a quiet kitchen at noon.", strength=0.05, seed=7)
+    assert set(mine["strength"]) == {0.0, 0.05} and mine["text"].str.len().gt(0).all()
+    assert mine["text"].nunique() > 1  # the push changed at least one continuation
+    with pytest.raises(ex.ExplorerError, match="prompt is empty"):
+        shipped.try_prompt(default_model, vectors, "  ")
+    with pytest.raises(ex.ExplorerError, match="strength 0"):
+        shipped.try_prompt(default_model, vectors, "Describe a kitchen.", strength=0)
+
+
 def test_bad_input_gets_one_line_errors(default_model, vectors):
     with pytest.raises(ex.ExplorerError, match="non-zero strength"):
         ex.tone_response(default_model, vectors, strengths=[0], prompts=["a", "b"])
