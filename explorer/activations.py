@@ -192,6 +192,16 @@ class Moments:
         mean = self.mean
         return self.outer / self.count - mean[:, :, None] * mean[:, None, :]
 
+    def take_covariance(self) -> torch.Tensor:
+        """:attr:`covariance`, computed in the buffer of the summed outer products (the same
+        arithmetic, without a second (layers, width, width) float64 array: 80 MB for SmolLM2).
+        The moments are spent: nothing more can be added."""
+        mean, covariance = self.mean, self.outer
+        for layer in range(len(covariance)):  # one layer's (width, width) temporary at a time
+            covariance[layer].div_(self.count).sub_(torch.outer(mean[layer], mean[layer]))
+        self.outer = None
+        return covariance
+
     @property
     def mean_norm(self) -> torch.Tensor:
         return self.norm_sum / self.count

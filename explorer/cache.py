@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import ExplorerError
@@ -143,13 +143,19 @@ def publish_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename."""
+def write_file_atomic(path: Path, data: bytes | Callable[[str], None]) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename. ``data`` is the bytes, or a
+    function that writes the file at the path it is given (so a large file need not first be
+    built in memory, e.g. ``lambda tmp: safetensors.torch.save_file(tensors, tmp)``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+        else:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; these are ordinary outputs

@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
+from safetensors.torch import save_file
 
 from . import __version__, cache
 from .activations import Moments, text_means, token_moments
@@ -557,7 +558,8 @@ def extract(model: Model, corpus: Corpus, recipe: Recipe, progress: bool = True)
             log.warning("extraction cache %s is damaged; recomputing it", path)
     means = text_means(model, [s.text for s in corpus.stories], recipe.offset, progress=progress)
     moments: Moments = token_moments(model, list(corpus.neutral), recipe.offset, progress=progress)
-    result = Extraction(means, labels, topics, moments.mean, moments.covariance, moments.mean_norm, moments.count)
+    mean, norm = moments.mean, moments.mean_norm
+    result = Extraction(means, labels, topics, mean, moments.take_covariance(), norm, moments.count)
     tensors = {
         "story_means": result.story_means.contiguous(),
         "neutral_mean": result.neutral_mean.contiguous(),
@@ -565,7 +567,9 @@ def extract(model: Model, corpus: Corpus, recipe: Recipe, progress: bool = True)
         "neutral_norm": result.neutral_norm.contiguous(),
         "neutral_tokens": torch.tensor([result.neutral_tokens]),
     }
-    cache.write_file_atomic(path, save_bytes(tensors, metadata={"key": key}))  # the inputs it belongs to
+    # written straight to disk (not built as bytes first: the covariance alone is 80 MB for SmolLM2),
+    # with the inputs it belongs to
+    cache.write_file_atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
     return result
 
 
