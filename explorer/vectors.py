@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from safetensors.torch import save as save_bytes
-from safetensors.torch import save_file
 
 from . import __version__, cache
 from .activations import Moments, text_means, token_moments
