@@ -45,6 +45,13 @@ def test_headline_rows_are_compare_results_and_survive_a_file(default_model, vec
     assert rule == layer
     pd.testing.assert_frame_equal(table, pd.DataFrame(rows))
     assert f"| {default_model.name} | failure | calm | {failure_calm['slope_z']:+.3f} |" in to_markdown(rows, layer)
+    # the shipped file (every layer, what notebook 03 reads) holds these rows at the rule layer
+    shipped, rule = ex.load_headline(default_model.name)
+    at_rule = shipped[shipped["layer"] == rule].set_index(["contrast", "emotion"])
+    for row in rows:
+        stored = at_rule.loc[(row["contrast"], row["emotion"])]
+        for key in ("slope_z", "permutation_p", "random_p", "null_p", "rank", "mde_z"):
+            assert stored[key] == pytest.approx(row[key], rel=1e-4, abs=1e-6), (row["contrast"], row["emotion"], key)
 
 
 def test_headline_files_give_one_line_errors(tmp_path):
@@ -78,7 +85,10 @@ def test_shipped_headline_covers_every_layer_and_matches_the_shipped_vectors(mod
     assert (table.loc[~beyond, "random_p"] >= 5 / 65 - 1e-6).all()
     # 40 shuffled-label vectors allow p >= 1/41, so Holm over every layer can never reach 0.05
     assert scan_floor(table.to_dict("records")) == pytest.approx(min(1, entry.n_layers / 41), abs=1e-4)
-    assert "unreachable (floor 0.68)" in to_markdown(table.to_dict("records"), rule)
+    floor = min(1, entry.n_layers / 41)
+    assert f"unreachable (floor {floor:.2f})" in to_markdown(table.to_dict("records"), rule)
+    # every "not shown" at the rule layer states what it could have detected
+    assert table.loc[table["layer"] == rule, "mde_z"].notna().all()
     record = json.loads((HEADLINE_DIR / f"{model_name}.json").read_text())
     shipped = ex.EmotionVectors.load(shipped_path(model_name)).metadata
     assert record["vectors_built"]["created"] == shipped["created"]
