@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from widgets.scrubber import ROLE_COLOURS
+from widgets.scrubber import ROLE_COLOURS, SMOOTHING
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
@@ -178,7 +178,7 @@ def _wait_changed(page, selector: str, old: str | None) -> None:
     )
 
 
-def check_saved_page(browser, path: Path, errors: list[str]) -> None:
+def check_saved_page(browser, path: Path, errors: list[str], smoothing: int) -> None:
     """The page ``save_html`` wrote, opened from a file: charts, smoothing, toggle and slider work."""
     page = browser.new_page(viewport=VIEWPORT)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -187,14 +187,14 @@ def check_saved_page(browser, path: Path, errors: list[str]) -> None:
     page.wait_for_selector(f"{chart} {SELECTED_LINE}", timeout=60_000)
     page.screenshot(path=str(SCREENSHOTS / "scrubber-saved-page.png"))
     menu = page.locator(f"{chart} .vega-bindings select")
-    assert menu.input_value() == "128"
+    assert menu.input_value() == str(smoothing)  # the same default as in JupyterLab
     assert page.locator(f"{chart} {DASHED_LINE}").count() == 1, "no difference line in the saved page"
     assert page.locator(f"{chart} {CURRENT_TURN}").count() == 1
     line = _path(page, f"{chart} {SELECTED_LINE}")
     menu.select_option("32")
     _wait_changed(page, f"{chart} {SELECTED_LINE}", line)
     turn = _path(page, f"{chart} {CURRENT_TURN}")
-    page.locator("#evx-position").fill("1500")
+    page.locator("#evx-position").fill("900")
     _wait_changed(page, f"{chart} {CURRENT_TURN}", turn)
     page.locator("#evx-position").fill("0")
     assert "template token, left out" in page.locator("#evx-where").inner_text()
@@ -254,7 +254,9 @@ def test_quickstart_scrubber_in_chromium(lab):
             page.wait_for_selector(f"{scrubber} {SELECTED_LINE}", timeout=60_000)
             box = page.locator(scrubber).first
             n_tokens = box.locator(".evx-token").count()
-            assert n_tokens > 2000, f"the quickstart episode has {n_tokens} tokens; the latency check wants > 2,000"
+            # the quickstart's episode (lost-thesis-explicit, 1,343 tokens at 30 layers): the latency is that
+            # of a user scrubbing the first picture; BENCHMARKS.md records the token count beside it
+            assert n_tokens > 1000, f"the quickstart episode has {n_tokens} tokens; the latency check wants > 1,000"
 
             # The first screen, untouched: the scrubber's top at the top of the window, the smoothed
             # trend and the turn panel (with the control's difference line) in full view.
@@ -270,7 +272,9 @@ def test_quickstart_scrubber_in_chromium(lab):
             )
             page.screenshot(path=str(SCREENSHOTS / "scrubber-first-screen.png"))
             assert first_screen["chart_bottom"] < VIEWPORT["height"], first_screen
-            assert first_screen["smoothing"] == "128" and first_screen["title"], first_screen
+            # the default window is about one turn (widgets.scrubber.default_smoothing): 16–128 tokens
+            smoothing = int(first_screen["smoothing"])
+            assert smoothing in SMOOTHING and 16 <= smoothing <= 128 and first_screen["title"], first_screen
             assert first_screen["assistant_turns"] == 8 and first_screen["current_turn"] == 1, first_screen
             assert box.locator(DASHED_LINE).count() == 1, "no difference line against the control"
 
@@ -323,7 +327,7 @@ def test_quickstart_scrubber_in_chromium(lab):
             box.screenshot(path=str(BUILD / "browser-quickstart.png"))
 
             # The compare view draws the episode-minus-control difference as its own line.
-            view = ".jp-OutputArea-output:has(.vega-embed):has-text('vs impossible-code-control')"
+            view = ".jp-OutputArea-output:has(.vega-embed):has-text('vs lost-thesis-calm')"
             page.wait_for_selector(f"{view} {DASHED_LINE}", timeout=60_000)
             compare = page.locator(view).first
             compare.scroll_into_view_if_needed()
@@ -343,7 +347,7 @@ def test_quickstart_scrubber_in_chromium(lab):
             _wait_changed(page, f"{scrubber} {SELECTED_LINE}", smoothed)
             assert box.locator("text=rolling mean over 16 tokens").count() == 1
 
-            check_saved_page(browser, work / "scrubber.html", errors)
+            check_saved_page(browser, work / "scrubber.html", errors, smoothing)
         finally:
             browser.close()
 
