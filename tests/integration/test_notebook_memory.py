@@ -1,4 +1,4 @@
-"""The quickstart fits a free Binder: its kernel's resident memory stays under 1.9 GB (target 1.5 GB).
+"""The quickstart fits a free Binder: its kernel's resident memory stays under 1.5 GB.
 
 Binder gives the Jupyter server and the kernel 2 GB together. The notebook runs headless in a
 fresh kernel with an empty trace cache (as on a first visit; the de-quantized model is kept, as
@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from benchmarks.notebook_memory import KILL_MB, measure
+from benchmarks.notebook_memory import LIMIT_MB, measure
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,5 +28,6 @@ def test_quickstart_kernel_stays_within_binders_memory():
     assert not result.errors, result.errors
     # the watch saw the kernel after every code cell, and a loaded model alone is hundreds of MB
     assert len(result.cells) == code_cells and result.cells[0][1] > 300, result.cells
-    # the kernel must never be killed; the 1.5 GB target (LIMIT_MB) is reported in docs/BENCHMARKS.md, not met yet
-    assert result.peak_mb <= KILL_MB, result.verdict(KILL_MB)
+    # 1.5 GB for the kernel leaves the Jupyter server its ~150 MB and a margin within Binder's 2 GB
+    # (measured: 1,259 MB; docs/BENCHMARKS.md has every notebook's peak)
+    assert result.peak_mb <= LIMIT_MB, result.verdict(LIMIT_MB)
