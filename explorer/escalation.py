@@ -48,6 +48,7 @@ from .stats import (
     predicted_sign,
     shown,
     slope,
+    smallest_found,
 )
 from .validation import reply_prompt
 from .vectors import EmotionVectors, random_unit_directions
@@ -472,11 +473,7 @@ def pooled_minimum_detectable_effect(
     high = 100 * spread / span
     if pooled_power(xs, ys, high, controls, sign) < power:
         return None
-    low = 0.0
-    for _ in range(14):
-        middle = (low + high) / 2
-        low, high = (low, middle) if pooled_power(xs, ys, middle, controls, sign) >= power else (middle, high)
-    return high
+    return smallest_found(lambda step: pooled_power(xs, ys, step, controls, sign) >= power, high)
 
 
 def escalation_from_readouts(

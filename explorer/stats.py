@@ -20,7 +20,7 @@ rise among all emotions; scanning several layers is corrected with Holm's method
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -238,8 +238,14 @@ def minimum_detectable_effect(
         if 10 * largest <= high or not found(10 * largest):
             return None
         high = 10 * largest
+    return smallest_found(found, high)
+
+
+def smallest_found(found: Callable[[float], bool], high: float, steps: int = 14) -> float:
+    """Bisection between 0 and ``high`` (which ``found``) for the smallest effect ``found`` still
+    accepts, to ``high / 2**steps``: the minimum detectable effect's last step."""
     low = 0.0
-    for _ in range(14):
+    for _ in range(steps):
         middle = (low + high) / 2
         low, high = (low, middle) if found(middle) else (middle, high)
     return high
