@@ -666,6 +666,12 @@ def shipped_path(model_name: str) -> Path:
 def load_vectors(model: Model, path: str | Path | None = None, progress: bool = True) -> EmotionVectors:
     """The emotion vectors for ``model``: from ``path``, else the file shipped for it, else the
     user cache, else built now (a few minutes, with a progress bar) and cached."""
+    if not isinstance(model, Model):
+        named = repr(model) if isinstance(model, str | Path) else "NAME"
+        raise ExplorerError(
+            f"load_vectors: model is a {type(model).__name__}; pass the loaded model, "
+            f"ex.load_vectors(ex.load_model({named})): the vectors are checked against it"
+        )
     if path is not None:
         vectors = EmotionVectors.load(path)
     elif shipped_path(model.name).is_file():

@@ -311,3 +311,15 @@ def test_story_warnings_name_thin_and_misspelt_emotions():
     assert len(lines) == 1 and "'serene' (1)" in lines[0] and "fewer than 5 stories" in lines[0]
     lines = story_warnings(corpus, [Story("desparate", "x")] * 6)
     assert lines == ["your emotion 'desparate' is new but close to 'desperate'; check the spelling"]
+
+
+# --- vectors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["qwen2.5-coder-0.5b-instruct", None, 3])
+def test_load_vectors_wants_the_loaded_model_not_its_name(given):
+    with pytest.raises(ex.ExplorerError) as error:
+        ex.load_vectors(given)
+    message = str(error.value)
+    assert message.startswith("load_vectors: model is a ") and "ex.load_vectors(ex.load_model(" in message
+    assert "\n" not in message
