@@ -224,13 +224,32 @@ def build(notebooks: list[Path], out: Path, cache: Path | None, index: bool = Tr
         state = "reused" if cached else f"executed in {seconds:.0f} s"
         print(f"{path}: {path.stat().st_size / 1e6:.1f} MB ({state})", flush=True)
     if index:
-        write_index(pages, out / "index.html")
+        write_index(pages + earlier_pages(out, pages, notebooks), out / "index.html")
     if failed:
         raise ExplorerError(f"{len(failed)} notebook(s) failed: {', '.join(failed)}; their pages were not written")
     return pages
 
 
+def earlier_pages(out: Path, built: list[Page], notebooks: list[Path]) -> list[Page]:
+    """Pages an earlier build left in ``out`` whose notebook (beside the ones built now, or in
+    ``notebooks/``) still exists, so building one notebook keeps the others in the index. A page
+    whose notebook is gone (renamed or removed) is left on disk but not listed."""
+    done = {page.path.name for page in built}
+    folders = {n.resolve().parent for n in notebooks} | {ROOT / "notebooks"}
+    found = []
+    for path in sorted(out.glob("*.html")):
+        if path.name in done or path.name == "index.html":
+            continue
+        source = next((f / f"{path.stem}.ipynb" for f in folders if (f / f"{path.stem}.ipynb").is_file()), None)
+        if source is None:
+            continue
+        title, summary = _title_and_summary(nbformat.read(source, as_version=4), path.stem)
+        found.append(Page(source.name, path, title, summary, 0.0, True))
+    return found
+
+
 def write_index(pages: list[Page], path: Path) -> Path:
+    pages = sorted(pages, key=lambda page: page.path.name)
     items = "\n".join(
         f'<li><a href="{html.escape(p.path.name)}">{html.escape(p.title)}</a>'
         f' <span class="meta">{html.escape(p.notebook)} · {p.size_mb:.1f} MB</span>'

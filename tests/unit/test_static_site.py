@@ -147,3 +147,23 @@ def test_vega_lite_outputs_become_chart_fragments():
     assert set(first) == {"text/html", "text/plain"} and 'data-evx-kind="chart"' in first["text/html"]
     assert unpack(fragment_data(first["text/html"])["charts"])[0]["mark"] == "point"
     assert WIDGET_VIEW in cell.outputs[1]["data"]  # widgets are replaced in the kernel, not here
+
+
+def test_index_keeps_earlier_pages_whose_notebook_still_exists(tmp_path):
+    from widgets.site import Page, earlier_pages, write_index
+
+    folder, out = tmp_path / "nbs", tmp_path / "site"
+    folder.mkdir()
+    out.mkdir()
+    for stem, heading in [("01-a", "First"), ("02-b", "Second")]:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {heading}\n\nWhat {stem} does.")]
+        nbformat.write(nb, folder / f"{stem}.ipynb")
+    for stem in ["01-a", "02-b", "03-gone"]:  # 03-gone: a page whose notebook was renamed away
+        (out / f"{stem}.html").write_text("<html></html>")
+    built = [Page("02-b.ipynb", out / "02-b.html", "Second", "What 02-b does.", 1.0, False)]
+    kept = earlier_pages(out, built, [folder / "02-b.ipynb"])
+    assert [p.path.name for p in kept] == ["01-a.html"] and kept[0].title == "First"
+    index = write_index(built + kept, out / "index.html").read_text()
+    assert index.index('href="01-a.html"') < index.index('href="02-b.html"') and "03-gone" not in index
+    assert (out / "03-gone.html").is_file()  # left on disk, only unlisted
