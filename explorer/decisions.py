@@ -26,7 +26,7 @@ from .errors import ExplorerError
 from .hooks import Steering, apply_in_trace
 from .models import Model
 from .remote import pass_failures
-from .stats import control_p, finite, minimum_detectable_effect, permutation_p, predicted_sign, shown, slope, spread
+from .stats import control_p, minimum_detectable_effect, permutation_p, predicted_sign, shown, slope, spread
 from .steering import DEFAULT_STRENGTHS, check_strength
 from .vectors import EmotionVectors, random_unit_directions
 
@@ -168,9 +168,6 @@ class TracedDecisionRunner:
 
 N_RANDOM = 32  # random directions in the dose-response control (the CLI's --random default too)
 CLI_STRENGTHS = (-0.1, -0.05, 0.0, 0.05, 0.1)  # the command line's quicker default sweep
-
-
-_finite = finite
 
 
 @dataclass(frozen=True)

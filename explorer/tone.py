@@ -264,9 +264,6 @@ def distinct_bigrams(text: str) -> float:
 # --- statistics ----------------------------------------------------------------------------------
 
 
-_finite = finite
-
-
 def _grid(table: pd.DataFrame, direction: str, column: str, strengths: Sequence[float]) -> np.ndarray:
     """(prompts, strengths) of ``column`` for ``direction``, strength 0 from the unsteered rows."""
     rows = table[(table["direction"] == direction) | (table["kind"] == "unsteered")]
@@ -294,7 +291,7 @@ def _slope_over(strengths: np.ndarray, grid: np.ndarray, keep: np.ndarray) -> fl
     x = np.tile(strengths[keep], grid.shape[0])
     y = grid[:, keep].ravel()
     ok = np.isfinite(y)
-    return _finite(slope(x[ok], y[ok, None])[0]) if ok.sum() > 2 else None
+    return finite(slope(x[ok], y[ok, None])[0]) if ok.sum() > 2 else None
 
 
 def _beyond(value: float, controls: np.ndarray, sign: int) -> bool:
@@ -593,7 +590,7 @@ def summarise(
         top = max(nonzero, key=lambda i: (abs(strengths[i]), strengths[i])) if nonzero else None
         zero = int(np.flatnonzero(strengths == 0)[0])
         rows = frame[frame["direction"].isin([e]) | (frame["kind"] == "unsteered")].set_index("strength")
-        at = {f"{s:+g}": _finite(rows.loc[s, "valence"]) for s in strengths if s in rows.index}
+        at = {f"{s:+g}": finite(rows.loc[s, "valence"]) for s in strengths if s in rows.index}
         ok_grid = grid[:, keep]
         judge = {}
         if has_judge:
@@ -604,13 +601,13 @@ def summarise(
                 "judge_permutation_p": None if judge_slope is None else within_group_permutation_p(
                     strengths[keep], judge_grid[:, keep], seed=seed),
                 "judge_random_p": None if judge_slope is None else control_p(judge_slope, valid_judge, sign),
-                "judge_at": {f"{s:+g}": _finite(rows.loc[s, "judge"]) for s in strengths if s in rows.index},
+                "judge_at": {f"{s:+g}": finite(rows.loc[s, "judge"]) for s in strengths if s in rows.index},
             }  # fmt: skip
         summary[e] = ToneEmotion(
             emotion=e,
             predicted_sign=sign,
             slope=value,
-            effect=None if top is None else _finite(np.nanmean(grid[:, top] - grid[:, zero])),
+            effect=None if top is None else finite(np.nanmean(grid[:, top] - grid[:, zero])),
             permutation_p=None if value is None else within_group_permutation_p(strengths[keep], ok_grid, seed=seed),
             random_p=None if value is None else control_p(value, valid, sign),
             beyond_random=value is not None and bool(len(valid)) and _beyond(value, valid, sign),
@@ -618,8 +615,8 @@ def summarise(
             fluent_strengths=tuple(float(s) for s in strengths[keep]),
             excluded_strengths=tuple(float(s) for s in strengths[~keep]),
             valence_at=at,
-            loss_ratio_at={f"{s:+g}": _finite(rows.loc[s, "loss_ratio"]) for s in strengths if s in rows.index},
-            distinct_ratio_at={f"{s:+g}": _finite(rows.loc[s, "distinct_ratio"]) for s in strengths if s in rows.index},
+            loss_ratio_at={f"{s:+g}": finite(rows.loc[s, "loss_ratio"]) for s in strengths if s in rows.index},
+            distinct_ratio_at={f"{s:+g}": finite(rows.loc[s, "distinct_ratio"]) for s in strengths if s in rows.index},
             **judge,
         )
     return summary, random_slopes, random_judge
@@ -774,9 +771,9 @@ def assemble(
     baseline = {
         "valence": float(unsteered["valence"].mean()),
         "valence_sd": float(unsteered["valence"].std()),
-        "loss": _finite(unsteered["loss"].mean()),
-        "distinct": _finite(unsteered["distinct"].mean()),
-        "judge": _finite(unsteered["judge"].mean()) if has_judge else None,
+        "loss": finite(unsteered["loss"].mean()),
+        "distinct": finite(unsteered["distinct"].mean()),
+        "judge": finite(unsteered["judge"].mean()) if has_judge else None,
     }
     return ToneResponse(
         model=model_name,
