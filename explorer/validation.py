@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -110,19 +111,45 @@ def _pc_correlations(matrix: np.ndarray, valence: np.ndarray, arousal: np.ndarra
     )
 
 
-def probe_r(matrix: np.ndarray, target: np.ndarray, ridge: float = 1.0) -> float:
-    """Pearson r between ``target`` and its leave-one-emotion-out ridge prediction from the
-    vectors: whether the rating is linearly readable from them at all, whatever PCA ranks first."""
+RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # the grid ``probe_r`` chooses its ridge from
+
+
+def _ridge_predict(x: np.ndarray, y: np.ndarray, query: np.ndarray, ridge: float) -> np.ndarray:
+    """Ridge regression of ``y`` on the rows of ``x``, evaluated at ``query`` rows (dual form:
+    cheap with 40 emotions and hundreds of dimensions)."""
+    x_mean, y_mean = x.mean(0), y.mean()
+    xc = x - x_mean
+    alpha = np.linalg.solve(xc @ xc.T + ridge * np.eye(len(xc)), y - y_mean)
+    return y_mean + (query - x_mean) @ (xc.T @ alpha)
+
+
+def _chosen_ridge(matrix: np.ndarray, target: np.ndarray, grid: Sequence[float]) -> float:
+    """The ridge of ``grid`` whose leave-one-out predictions on these rows have the least squared error."""
+    errors = [float(((loo_predictions(matrix, target, r) - target) ** 2).mean()) for r in grid]
+    return float(grid[int(np.argmin(errors))])
+
+
+def loo_predictions(matrix: np.ndarray, target: np.ndarray, ridge: float | None = None) -> np.ndarray:
+    """Each emotion's ``target`` predicted by ridge regression on the other emotions' vectors.
+
+    The ridge is chosen for each held-out emotion by an inner leave-one-out over the other
+    emotions alone (least squared error over the grid ``RIDGES``), so the held-out rating never
+    picks it; pass ``ridge`` to fix it."""
+    matrix, target = np.asarray(matrix, dtype=float), np.asarray(target, dtype=float)
     predictions = np.empty_like(target, dtype=float)
     for i in range(len(target)):
         keep = np.arange(len(target)) != i
         x, y = matrix[keep], target[keep]
-        x_mean, y_mean = x.mean(0), y.mean()
-        xc = x - x_mean
-        # dual form: cheap with 40 emotions and hundreds of dimensions
-        alpha = np.linalg.solve(xc @ xc.T + ridge * np.eye(len(xc)), y - y_mean)
-        predictions[i] = y_mean + (matrix[i] - x_mean) @ (xc.T @ alpha)
-    return float(stats.pearsonr(predictions, target)[0])
+        chosen = ridge if ridge is not None else _chosen_ridge(x, y, RIDGES)
+        predictions[i] = _ridge_predict(x, y, matrix[i : i + 1], chosen)[0]
+    return predictions
+
+
+def probe_r(matrix: np.ndarray, target: np.ndarray, ridge: float | None = None) -> float:
+    """Pearson r between ``target`` and its leave-one-emotion-out ridge prediction from the
+    vectors (``loo_predictions``): whether the rating is linearly readable from them at all,
+    whatever PCA ranks first."""
+    return float(stats.pearsonr(loo_predictions(matrix, target, ridge), target)[0])
 
 
 def geometry(

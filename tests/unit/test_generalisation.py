@@ -72,3 +72,20 @@ def test_the_probe_reads_the_signal_and_not_the_noise():
     fold_list = folds(x, registers, "topics")
     accuracy = probe_accuracy(x.story_means, x.labels, fold_list)
     assert accuracy[1] > 0.8 and accuracy[0] < 0.5
+
+
+def test_the_valence_probe_chooses_its_ridge_without_the_held_out_rating():
+    from explorer.validation import RIDGES, loo_predictions, probe_r
+
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((40, 3))  # 40 emotions whose vectors carry a few shared axes
+    matrix = latent @ rng.standard_normal((3, 300)) + 0.5 * rng.standard_normal((40, 300))
+    target = latent[:, 0] + 0.3 * rng.standard_normal(40)
+    readable = probe_r(matrix, target)
+    assert readable > 0.8 and readable >= max(probe_r(matrix, target, r) for r in RIDGES) - 0.05
+    assert abs(probe_r(matrix, rng.standard_normal(40))) < 0.4  # a rating the vectors do not hold
+    # an emotion's own rating never reaches its prediction, not even through the ridge it is given
+    moved = target.copy()
+    moved[5] += 100.0
+    assert loo_predictions(matrix, moved)[5] == loo_predictions(matrix, target)[5]
+    assert loo_predictions(matrix, moved)[6] != loo_predictions(matrix, target)[6]
