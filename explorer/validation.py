@@ -123,10 +123,21 @@ def _ridge_predict(x: np.ndarray, y: np.ndarray, query: np.ndarray, ridge: float
     return y_mean + (query - x_mean) @ (xc.T @ alpha)
 
 
+def loo_squared_error(matrix: np.ndarray, target: np.ndarray, ridge: float) -> float:
+    """Mean squared leave-one-out error of ridge regression (unpenalised intercept) on these rows,
+    in closed form: each residual of the fit on all rows divided by 1 − its leverage, which equals
+    refitting without that row."""
+    xc = matrix - matrix.mean(0)
+    gram = xc @ xc.T
+    n = len(target)
+    smoother = gram @ np.linalg.inv(gram + ridge * np.eye(n)) + 1.0 / n  # the hat matrix
+    residuals = target - smoother @ target
+    return float(((residuals / (1.0 - np.diag(smoother))) ** 2).mean())
+
+
 def _chosen_ridge(matrix: np.ndarray, target: np.ndarray, grid: Sequence[float]) -> float:
     """The ridge of ``grid`` whose leave-one-out predictions on these rows have the least squared error."""
-    errors = [float(((loo_predictions(matrix, target, r) - target) ** 2).mean()) for r in grid]
-    return float(grid[int(np.argmin(errors))])
+    return float(grid[int(np.argmin([loo_squared_error(matrix, target, r) for r in grid]))])
 
 
 def loo_predictions(matrix: np.ndarray, target: np.ndarray, ridge: float | None = None) -> np.ndarray:

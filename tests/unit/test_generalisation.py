@@ -1,6 +1,7 @@
 """Cross-register evaluation on synthetic activations built in code, where the answer is known."""
 
 import numpy as np
+import pytest
 import torch
 
 from explorer.generalisation import folds, nearest_vector_accuracy, probe_accuracy
@@ -75,7 +76,7 @@ def test_the_probe_reads_the_signal_and_not_the_noise():
 
 
 def test_the_valence_probe_chooses_its_ridge_without_the_held_out_rating():
-    from explorer.validation import RIDGES, loo_predictions, probe_r
+    from explorer.validation import RIDGES, loo_predictions, loo_squared_error, probe_r
 
     rng = np.random.default_rng(0)
     latent = rng.standard_normal((40, 3))  # 40 emotions whose vectors carry a few shared axes
@@ -89,3 +90,7 @@ def test_the_valence_probe_chooses_its_ridge_without_the_held_out_rating():
     moved[5] += 100.0
     assert loo_predictions(matrix, moved)[5] == loo_predictions(matrix, target)[5]
     assert loo_predictions(matrix, moved)[6] != loo_predictions(matrix, target)[6]
+    # the closed-form leave-one-out error that picks the ridge equals refitting without each row
+    for ridge in (0.01, 1.0):
+        refitted = loo_predictions(matrix, target, ridge)
+        assert loo_squared_error(matrix, target, ridge) == pytest.approx(((refitted - target) ** 2).mean(), rel=1e-6)
