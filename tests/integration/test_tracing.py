@@ -192,16 +192,17 @@ def test_cli_ship_traces_writes_loadable_files(tmp_path):
 
 
 def test_bigger_models_shipped_vectors_match_its_zoo_entry():
-    from explorer.corpus import V1_CORPUS_SHA256
+    from explorer.corpus import load_corpus
     from explorer.models import default_layer
-    from explorer.vectors import shipped_path
+    from explorer.vectors import Recipe, shipped_path
 
     entry = ex.ZOO["qwen2.5-coder-1.5b-instruct"]
     vectors = ex.EmotionVectors.load(shipped_path(entry.name))
     assert vectors.directions.shape == (entry.n_layers, 40, entry.width)
-    assert vectors.metadata["model_sha256"] == entry.sha256 and vectors.metadata["corpus_topics"] == 20
-    # built from the whole first corpus (v1), before the registers of v2 were written (docs/VECTORS.md)
-    assert vectors.metadata["corpus_sha256"] == V1_CORPUS_SHA256 and vectors.readout_mode == "neutral_z"
+    assert vectors.metadata["model_sha256"] == entry.sha256 and vectors.metadata["corpus_topics"] == 40
+    # built from the whole of corpus v2 (every register and topic) with the default recipe (docs/VECTORS.md)
+    assert vectors.metadata["corpus_sha256"] == load_corpus().fingerprint()
+    assert Recipe.from_metadata(vectors.metadata) == Recipe() and vectors.readout_mode == "grand_mean"
     assert torch.allclose(vectors.directions.norm(dim=-1), torch.ones(entry.n_layers, 40), atol=1e-4)
     assert set(ex.shipped_traces()[entry.name]) == set(shipped_episodes())
     for episode_id in shipped_episodes():  # traced with these vectors, at the model's default layer
