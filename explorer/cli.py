@@ -462,8 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     vector_commands = vectors.add_subparsers(dest="vectors_command", required=True, metavar="ACTION")
     build = vector_commands.add_parser(
         "build",
-        help="build emotion vectors from the story corpus (one forward pass per story)",
-        description="Build emotion vectors by the paper's recipe from the shipped corpus plus your stories.",
+        help="build emotion vectors from the text corpus (batched forward passes, every layer)",
+        description="Build emotion vectors from the shipped corpus (seven registers) plus your texts, by the "
+        "recipe chosen on held-out registers (shrinkage LDA, grand-mean read-out) or the paper's (--directions).",
     )
     _add_model(build, vectors=False)
     build.add_argument(

@@ -1,13 +1,18 @@
-"""Emotion vectors: the paper's recipe, calibration, and one portable object to hold them.
+"""Emotion vectors: the recipe, calibration, and one portable object to hold them.
 
-Recipe (Sofroniew et al. 2026, adapted to short stories):
-1. each story's residual stream is averaged over its tokens from ``offset`` on, at every layer;
-2. an emotion's vector is the mean over its stories minus the mean over all emotions;
-3. the top principal components of neutral dialogues' token activations that together explain
-   ``denoise_variance`` of their variance are projected out (token-level noise, not emotion);
-4. each vector is scaled to unit length.
-Calibration is stored with the vectors: the mean and standard deviation of each vector's read-out
-over neutral tokens (for z-scores) and each layer's mean residual norm (for steering strength).
+Recipe (after Sofroniew et al. 2026, adapted to short texts in seven registers):
+1. each text's residual stream is averaged over its tokens from ``min(offset, (n - 1) // 2)`` on,
+   at every layer;
+2. an emotion's direction is either its mean over texts minus the mean over all emotions, with the
+   top principal components of neutral texts' token activations (``denoise_variance`` of their
+   variance) projected out — the paper's "mean_difference" — or that contrast multiplied by the
+   inverse of the within-emotion covariance shrunk towards the identity ("shrinkage_lda", the
+   default: what varies between texts of one emotion, such as register, counts less);
+3. each direction is scaled to unit length.
+Calibration is stored with the vectors: the centre and scale of each read-out (``grand_mean``:
+centred on the training texts' grand mean, divided by one neutral-token SD per layer shared by every
+emotion; ``neutral_z``: each vector's own mean and SD over neutral tokens) and each layer's mean
+residual norm (for steering strength).
 """
 
 from __future__ import annotations
