@@ -503,10 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus",
         choices=("v2", "v1"),
         default="v2",
-        help="v2: all seven registers (default); v1: the first corpus of 800 stories, as the shipped files",
+        help="v2: all seven registers (default); v1: the first corpus of 800 stories "
+        "(what vector files before corpus v2 were built from)",
     )
     build.add_argument(
-        "--topics", type=int, help="use only the corpus's first N of 20 topics (a cheaper build for big models)"
+        "--topics", type=int, help="use only the corpus's first N topics (40 in v2, 20 in v1; a cheaper build for big models)"
     )
     build.set_defaults(run=_vectors_build)
     report = vector_commands.add_parser(

@@ -121,8 +121,8 @@ def load_corpus(version: str = "v2") -> Corpus:
     then topic), and the neutral texts of every register.
 
     ``version="v1"`` is the first corpus alone — the 800 stories of register "story" and the 140
-    Person/AI dialogues, with their own topic numbers (0-19) — which the shipped vector files name
-    (``V1_CORPUS_SHA256``) until they are rebuilt from v2."""
+    Person/AI dialogues, with their own topic numbers (0-19) — which vector files built before
+    corpus v2 name (``V1_CORPUS_SHA256``)."""
     if version == "v1":
         whole = load_corpus()
         stories = tuple(
