@@ -507,7 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(what vector files before corpus v2 were built from)",
     )
     build.add_argument(
-        "--topics", type=int, help="use only the corpus's first N topics (40 in v2, 20 in v1; a cheaper build for big models)"
+        "--topics",
+        type=int,
+        help="use only the corpus's first N topics (40 in v2, 20 in v1; a cheaper build for big models)",
     )
     build.set_defaults(run=_vectors_build)
     report = vector_commands.add_parser(
