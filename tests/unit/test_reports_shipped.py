@@ -43,3 +43,7 @@ def test_every_generalisation_number_has_its_floors(model_name):
     assert 0 < at_rule["loro_probe_shuffled"] < 0.1 and 0 < at_rule["loro_probe_lexical"] < 1
     # the probe was fitted at the rule layer (the report's --probe-layers always include it)
     assert np.isfinite(at_rule["loro_probe"]) and np.isfinite(at_rule["topics_probe"])
+
+
+def test_every_packaged_model_ships_a_report():
+    assert REPORTS == sorted(ex.ZOO)
