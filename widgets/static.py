@@ -135,7 +135,7 @@ def _scrubber_pickers(scrubber) -> str:
         ""
         if include is None
         else f'<label class="evx-s-label"><input class="evx-s-include" type="checkbox"'
-        f'{" checked" if include.value else ""}> {html.escape(include.description)}</label>'
+        f"{' checked' if include.value else ''}> {html.escape(include.description)}</label>"
     )
     return (
         '<div class="evx-s-controls">'
